@@ -1,0 +1,481 @@
+//! Configuration: defaults → `farol.toml` → environment → command-line flags.
+//!
+//! Every key is documented in `farol.toml` at the repository root (the file is also the
+//! reference: a test parses it and compares it with [`Config::default`]). Environment variables
+//! use the `FAROL_` prefix and `__` between sections (`FAROL_AUTH__ACCESS_TOKEN_TTL_SECS=600`),
+//! plus the conventional `DATABASE_URL`, `REDIS_URL` and `AMQP_URL`, and two short forms,
+//! `FAROL_DATA_DIR` and `FAROL_LISTEN`. A bad value produces one error naming the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration of a Farol process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory for the embedded SQLite database and other local state.
+    pub data_dir: PathBuf,
+    /// HTTP server settings.
+    pub server: ServerConfig,
+    /// Database settings.
+    pub database: DatabaseConfig,
+    /// Authentication settings.
+    pub auth: AuthConfig,
+    /// Redis, for shared rate limits and caches (optional).
+    pub redis: UrlConfig,
+    /// RabbitMQ, as the job broker (optional).
+    pub amqp: UrlConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// HTTP server settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Requests taking longer than this are answered with 408.
+    pub request_timeout_secs: u64,
+    /// Largest accepted request body, in bytes (uploads use their own chunked endpoint).
+    pub max_body_bytes: usize,
+}
+
+/// Database settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `postgres://…` for PostgreSQL, `sqlite://…` for a SQLite file elsewhere; empty means
+    /// the embedded default, `<data_dir>/farol.db`.
+    #[serde(serialize_with = "serialize_secret")]
+    pub url: SecretString,
+    /// Connection pool size.
+    pub max_connections: u32,
+}
+
+/// Authentication settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// HMAC key for access tokens. Empty: a random key is generated once and kept in the
+    /// database, so every node sharing the database shares the key.
+    #[serde(serialize_with = "serialize_secret")]
+    pub jwt_secret: SecretString,
+    /// Lifetime of an access token.
+    pub access_token_ttl_secs: u64,
+    /// Lifetime of a refresh token (each use rotates it).
+    pub refresh_token_ttl_secs: u64,
+    /// Login attempts allowed per client address and e-mail within the window.
+    pub login_max_attempts: u32,
+    /// Length of the login rate-limit window.
+    pub login_window_secs: u64,
+    /// Argon2id memory cost, KiB.
+    pub argon2_memory_kib: u32,
+    /// Argon2id iterations.
+    pub argon2_iterations: u32,
+}
+
+/// An optional service URL.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UrlConfig {
+    /// Empty means not configured.
+    #[serde(serialize_with = "serialize_secret")]
+    pub url: SecretString,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `farol=debug,sqlx=warn`.
+    pub level: String,
+}
+
+fn serialize_secret<S: serde::Serializer>(_: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    // Defaults are serialized only to seed figment; secrets are never written anywhere.
+    s.serialize_str("")
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            server: ServerConfig::default(),
+            database: DatabaseConfig::default(),
+            auth: AuthConfig::default(),
+            redis: UrlConfig::default(),
+            amqp: UrlConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            request_timeout_secs: 30,
+            max_body_bytes: 2 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: SecretString::from(""),
+            max_connections: 10,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: SecretString::from(""),
+            access_token_ttl_secs: 15 * 60,
+            refresh_token_ttl_secs: 30 * 24 * 3600,
+            login_max_attempts: 10,
+            login_window_secs: 300,
+            argon2_memory_kib: 19 * 1024,
+            argon2_iterations: 2,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// A configuration error, naming the key that is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(String);
+
+/// Overrides given on the command line; they win over file and environment.
+#[derive(Debug, Default, Clone)]
+pub struct CliOverrides {
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--listen`.
+    pub listen: Option<SocketAddr>,
+    /// `--log-format`.
+    pub log_format: Option<LogFormat>,
+}
+
+impl Config {
+    /// Loads the configuration: defaults, then `file` (or `./farol.toml` when it exists), then
+    /// the environment, then `overrides`. Unknown `FAROL_*` variables are reported in the returned
+    /// warnings (logging is not set up yet when configuration is read).
+    pub fn load(
+        file: Option<&Path>,
+        overrides: &CliOverrides,
+    ) -> Result<(Config, Vec<String>), ConfigError> {
+        Self::load_from_env(file, overrides, std::env::vars())
+    }
+
+    /// [`Config::load`] with an explicit environment (for tests).
+    pub fn load_from_env(
+        file: Option<&Path>,
+        overrides: &CliOverrides,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(Config, Vec<String>), ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) => {
+                if !path.exists() {
+                    return Err(ConfigError(format!(
+                        "config file {} does not exist",
+                        path.display()
+                    )));
+                }
+                figment = figment.merge(Toml::file_exact(path));
+            }
+            None if Path::new("farol.toml").exists() => {
+                figment = figment.merge(Toml::file_exact("farol.toml"));
+            }
+            None => {}
+        }
+
+        let known = figment.clone();
+        let mut warnings = Vec::new();
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for (name, value) in env {
+            let key = match name.as_str() {
+                "DATABASE_URL" => "database.url".to_string(),
+                "REDIS_URL" => "redis.url".to_string(),
+                "AMQP_URL" => "amqp.url".to_string(),
+                "FAROL_DATA_DIR" => "data_dir".to_string(),
+                "FAROL_LISTEN" => "server.listen".to_string(),
+                other => match other.strip_prefix("FAROL_") {
+                    Some(rest) => rest.to_ascii_lowercase().replace("__", "."),
+                    None => continue,
+                },
+            };
+            if known.find_value(&key).is_err() {
+                // Test and tooling variables share the prefix; they are not configuration.
+                if !name.starts_with("FAROL_TEST_") && !name.starts_with("FAROL_BENCH_") {
+                    warnings.push(format!("ignoring unknown environment variable {name}"));
+                }
+                continue;
+            }
+            pairs.push((key, value));
+        }
+        for (key, value) in pairs {
+            let value = parse_env_value(&key, &value, &known);
+            figment = figment.merge(Serialized::default(&key, value));
+        }
+
+        let mut config: Config = figment.extract().map_err(|e| {
+            let key = e.path.join(".");
+            let source = e
+                .metadata
+                .as_ref()
+                .map(|m| m.name.to_string())
+                .unwrap_or_default();
+            ConfigError(format!("key `{key}`: {} (from {source})", e.kind))
+        })?;
+
+        if let Some(dir) = &overrides.data_dir {
+            config.data_dir = dir.clone();
+        }
+        if let Some(listen) = overrides.listen {
+            config.server.listen = listen;
+        }
+        if let Some(format) = overrides.log_format {
+            config.log.format = format;
+        }
+        config.validate()?;
+        Ok((config, warnings))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.database.url.expose_secret();
+        if !url.is_empty()
+            && !["sqlite:", "postgres:", "postgresql:"]
+                .iter()
+                .any(|p| url.starts_with(p))
+        {
+            return Err(ConfigError(
+                "key `database.url`: must start with postgres://, postgresql:// or sqlite:".into(),
+            ));
+        }
+        for (key, value) in [
+            (
+                "auth.access_token_ttl_secs",
+                self.auth.access_token_ttl_secs,
+            ),
+            (
+                "auth.refresh_token_ttl_secs",
+                self.auth.refresh_token_ttl_secs,
+            ),
+            ("auth.login_window_secs", self.auth.login_window_secs),
+            (
+                "server.request_timeout_secs",
+                self.server.request_timeout_secs,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError(format!("key `{key}`: must be greater than 0")));
+            }
+        }
+        if self.database.max_connections == 0 {
+            return Err(ConfigError(
+                "key `database.max_connections`: must be greater than 0".into(),
+            ));
+        }
+        if self.auth.login_max_attempts == 0 {
+            return Err(ConfigError(
+                "key `auth.login_max_attempts`: must be greater than 0".into(),
+            ));
+        }
+        if self.auth.argon2_memory_kib < 8 || self.auth.argon2_iterations == 0 {
+            return Err(ConfigError(
+                "key `auth.argon2_memory_kib`/`auth.argon2_iterations`: memory must be ≥ 8 KiB and iterations ≥ 1".into(),
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(ConfigError(format!("key `log.level`: {e}")));
+        }
+        Ok(())
+    }
+
+    /// The database URL in effect: the configured one, or the embedded SQLite file.
+    pub fn database_url(&self) -> String {
+        if self.database.url.expose_secret().is_empty() {
+            let path = self.data_dir.join("farol.db");
+            let path = std::path::absolute(&path).unwrap_or(path);
+            format!("sqlite://{}?mode=rwc", path.display())
+        } else {
+            self.database.url.expose_secret().to_string()
+        }
+    }
+}
+
+/// Environment values are strings; numbers and booleans are parsed when the default at that
+/// key has that type, so `FAROL_AUTH__LOGIN_MAX_ATTEMPTS=abc` fails naming the key.
+fn parse_env_value(key: &str, raw: &str, known: &Figment) -> figment::value::Value {
+    use figment::value::Value;
+    match known.find_value(key) {
+        Ok(Value::Num(..)) => match raw.parse::<i64>() {
+            Ok(n) => Value::from(n),
+            Err(_) => match raw.parse::<f64>() {
+                Ok(f) => Value::from(f),
+                Err(_) => Value::from(raw.to_string()),
+            },
+        },
+        Ok(Value::Bool(..)) => match raw {
+            "true" | "1" => Value::from(true),
+            "false" | "0" => Value::from(false),
+            _ => Value::from(raw.to_string()),
+        },
+        _ => Value::from(raw.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_work_without_any_file_or_environment() {
+        let (config, warnings) =
+            Config::load_from_env(None, &CliOverrides::default(), env(&[])).unwrap();
+        assert!(warnings.is_empty());
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
+        assert!(config.database_url().starts_with("sqlite://"));
+        assert!(config.database_url().ends_with("data/farol.db?mode=rwc"));
+    }
+
+    #[test]
+    fn environment_overrides_defaults_and_short_forms_work() {
+        let (config, _) = Config::load_from_env(
+            None,
+            &CliOverrides::default(),
+            env(&[
+                ("FAROL_LISTEN", "0.0.0.0:9000"),
+                ("FAROL_DATA_DIR", "/tmp/farol-x"),
+                ("DATABASE_URL", "postgres://u@h/db"),
+                ("REDIS_URL", "redis://127.0.0.1:6379"),
+                ("FAROL_AUTH__ACCESS_TOKEN_TTL_SECS", "60"),
+                ("FAROL_LOG__FORMAT", "json"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.server.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/farol-x"));
+        assert_eq!(config.database_url(), "postgres://u@h/db");
+        assert_eq!(config.redis.url.expose_secret(), "redis://127.0.0.1:6379");
+        assert_eq!(config.auth.access_token_ttl_secs, 60);
+        assert_eq!(config.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        let err = Config::load_from_env(
+            None,
+            &CliOverrides::default(),
+            env(&[("FAROL_AUTH__LOGIN_MAX_ATTEMPTS", "many")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("auth.login_max_attempts"), "{err}");
+
+        let err = Config::load_from_env(
+            None,
+            &CliOverrides::default(),
+            env(&[("FAROL_LISTEN", "not-an-address")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("server.listen"), "{err}");
+
+        let err = Config::load_from_env(
+            None,
+            &CliOverrides::default(),
+            env(&[("DATABASE_URL", "mysql://x")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("database.url"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_errors_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("farol.toml");
+        std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n").unwrap();
+        let err = Config::load_from_env(Some(&path), &CliOverrides::default(), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn unknown_farol_variables_are_warned_about_not_fatal() {
+        let (_, warnings) = Config::load_from_env(
+            None,
+            &CliOverrides::default(),
+            env(&[("FAROL_LISTN", "x"), ("FAROL_TEST_BACKEND", "postgres")]),
+        )
+        .unwrap();
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("FAROL_LISTN"));
+    }
+
+    #[test]
+    fn command_line_flags_win_over_environment() {
+        let overrides = CliOverrides {
+            listen: Some("127.0.0.1:7000".parse().unwrap()),
+            ..Default::default()
+        };
+        let (config, _) =
+            Config::load_from_env(None, &overrides, env(&[("FAROL_LISTEN", "127.0.0.1:9000")]))
+                .unwrap();
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:7000");
+    }
+
+    #[test]
+    fn the_reference_farol_toml_parses_and_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../farol.toml");
+        let (config, _) =
+            Config::load_from_env(Some(&path), &CliOverrides::default(), env(&[])).unwrap();
+        let defaults = Config::default();
+        assert_eq!(
+            serde_json::to_value(&config).unwrap(),
+            serde_json::to_value(&defaults).unwrap(),
+            "farol.toml documents every key with its default value"
+        );
+    }
+}

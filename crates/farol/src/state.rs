@@ -1,0 +1,31 @@
+//! The state shared by every request handler.
+
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use redis::aio::ConnectionManager;
+
+use crate::auth::password::HashCost;
+use crate::auth::ratelimit::RateLimiter;
+use crate::auth::token::TokenKeys;
+use crate::config::Config;
+use crate::db::Db;
+
+/// Cheap to clone: everything inside is a handle.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database.
+    pub db: Db,
+    /// Configuration in effect.
+    pub config: Arc<Config>,
+    /// Access-token keys.
+    pub tokens: Arc<TokenKeys>,
+    /// Login attempt limiter.
+    pub login_limiter: RateLimiter,
+    /// Argon2 cost for new password hashes.
+    pub hash_cost: HashCost,
+    /// Redis, when configured.
+    pub redis: Option<ConnectionManager>,
+    /// Prometheus registry renderer.
+    pub metrics: PrometheusHandle,
+}

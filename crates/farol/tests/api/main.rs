@@ -1,0 +1,11 @@
+//! Black-box tests of the HTTP API over real HTTP, on SQLite or PostgreSQL
+//! (`FAROL_TEST_BACKEND`). See helpers.rs.
+
+mod audit;
+mod auth;
+mod clients;
+mod helpers;
+mod ops;
+mod rbac;
+mod tenancy;
+mod users;
