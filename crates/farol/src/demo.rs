@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use farol_normalize::{Phone, TaxId};
+use farol_normalize::{Cnpj, Cpf, Phone, TaxId};
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
@@ -12,12 +12,10 @@ use rand::{Rng, SeedableRng};
 use crate::audit::Actor;
 use crate::auth::Role;
 use crate::auth::users::{self, NewUser};
-use crate::crm::clients::{self, ClientRowInput, ClientStatus, build_search_text};
-use crate::crm::contacts::{self, ContactKind, ValidContact};
-use crate::crm::custom_fields::StoredValue;
+use crate::crm::clients::{ClientRowInput, ClientStatus, build_search_text};
+use crate::crm::contacts::{ContactKind, ValidContact};
 use crate::crm::portfolios;
-use crate::crm::timeline::{self, NewItem, Origin};
-use crate::db::now_ms;
+use crate::db::{Backend, SqlBuilder, flag, now_ms};
 use crate::state::AppState;
 
 /// Password of the demo users (printed by `farol demo`).
@@ -202,17 +200,24 @@ fn ascii_slug(s: &str) -> String {
     farol_normalize::search_tokens(s).join(".")
 }
 
-/// A valid CPF or CNPJ: random base digits, check digits found by asking the normalizer.
+/// A valid CPF or CNPJ with random base digits.
 fn document(rng: &mut StdRng, company: bool) -> String {
-    let len = if company { 12 } else { 9 };
     loop {
-        let base: String = (0..len)
-            .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
-            .collect();
-        for check in 0..100 {
-            if let Ok(doc) = TaxId::parse(&format!("{base}{check:02}")) {
-                return doc.as_str().to_string();
-            }
+        let doc = if company {
+            let base: [u8; 12] = std::array::from_fn(|_| b'0' + rng.random_range(0..10u8));
+            let [a, b] = Cnpj::check_digits(&base).expect("digits are valid CNPJ characters");
+            format!("{}{a}{b}", String::from_utf8_lossy(&base))
+        } else {
+            let base: [u8; 9] = std::array::from_fn(|_| rng.random_range(0..10u8));
+            let [a, b] = Cpf::check_digits(&base);
+            base.iter()
+                .chain([&a, &b])
+                .map(|d| char::from(b'0' + d))
+                .collect()
+        };
+        // Repeated-digit sequences have valid check digits but are not real documents.
+        if TaxId::parse(&doc).is_ok() {
+            return doc;
         }
     }
 }
@@ -277,190 +282,19 @@ pub async fn populate(state: &AppState, count: usize, seed: u64) -> anyhow::Resu
     drop(conn);
     let fields = ensure_custom_fields(state, account_id).await?;
 
-    let mut emails_used = HashSet::new();
-    let mut phones_used = HashSet::new();
+    let tag_ids = {
+        let mut conn = db.pool().acquire().await?;
+        let names: Vec<String> = TAGS.iter().map(|t| t.to_string()).collect();
+        crate::crm::tags::ensure_tags(&mut conn, account_id, &names).await?
+    };
+    let mut used = HashSet::new();
     let started = std::time::Instant::now();
-    for chunk_start in (0..count).step_by(500) {
+    for chunk_start in (0..count).step_by(BATCH) {
+        let batch: Vec<DemoClient> = (chunk_start..(chunk_start + BATCH).min(count))
+            .map(|_| generate(&mut rng, &mut used, &portfolio_ids))
+            .collect();
         let mut tx = db.begin().await?;
-        for _ in chunk_start..(chunk_start + 500).min(count) {
-            let company = rng.random_bool(0.3);
-            let first = *FIRST.choose(&mut rng).expect("non-empty");
-            let last = *LAST.choose(&mut rng).expect("non-empty");
-            let last2 = *LAST.choose(&mut rng).expect("non-empty");
-            let person = format!("{first} {last} {last2}");
-            let (city, uf, ddd) = *CITIES.choose(&mut rng).expect("non-empty");
-            let (name, legal_name) = if company {
-                let trade = format!(
-                    "{} {}",
-                    COMPANY_WORDS.choose(&mut rng).expect("non-empty"),
-                    last
-                );
-                let legal = format!(
-                    "{trade} {} LTDA",
-                    ["Comércio", "Serviços", "e Cia", "ME"]
-                        .choose(&mut rng)
-                        .expect("non-empty")
-                );
-                (trade, Some(legal))
-            } else {
-                (person.clone(), None)
-            };
-            let doc = document(&mut rng, company);
-            let mut contact_list = Vec::new();
-            let phone = mobile(&mut rng, ddd);
-            if phones_used.insert(phone.clone()) {
-                contact_list.push(ValidContact {
-                    kind: ContactKind::Phone,
-                    value: phone,
-                    preferred: true,
-                    verified: rng.random_bool(0.6),
-                    opted_out: rng.random_bool(0.03),
-                });
-            }
-            if rng.random_bool(0.8) {
-                let mut email = format!(
-                    "{}.{}@{}",
-                    ascii_slug(first),
-                    ascii_slug(last),
-                    EMAIL_DOMAINS.choose(&mut rng).expect("non-empty")
-                );
-                let mut n = 2;
-                while !emails_used.insert(email.clone()) {
-                    email = format!(
-                        "{}.{}{n}@{}",
-                        ascii_slug(first),
-                        ascii_slug(last),
-                        EMAIL_DOMAINS.choose(&mut rng).expect("non-empty")
-                    );
-                    n += 1;
-                }
-                contact_list.push(ValidContact {
-                    kind: ContactKind::Email,
-                    value: email,
-                    preferred: true,
-                    verified: rng.random_bool(0.5),
-                    opted_out: rng.random_bool(0.02),
-                });
-            }
-            let status = *[
-                ClientStatus::Active,
-                ClientStatus::Active,
-                ClientStatus::Active,
-                ClientStatus::Lead,
-                ClientStatus::Prospect,
-                ClientStatus::Inactive,
-                ClientStatus::Churned,
-            ]
-            .choose(&mut rng)
-            .expect("non-empty");
-            let search_text = build_search_text(
-                &name,
-                legal_name.as_deref(),
-                Some(&doc),
-                contact_list
-                    .iter()
-                    .map(|c| (c.kind.as_str(), c.value.as_str())),
-            );
-            let id = clients::insert_row(
-                &mut tx,
-                &ClientRowInput {
-                    account_id,
-                    name,
-                    legal_name,
-                    cpf_cnpj: Some(doc),
-                    status,
-                    portfolio_id: Some(*portfolio_ids.choose(&mut rng).expect("non-empty")),
-                    category: Some(if company { "Empresa" } else { "Pessoa física" }.to_string()),
-                    score: rng.random_range(0..=100),
-                    city: Some(format!("{city}/{uf}")),
-                    current_product: Some(
-                        PRODUCTS.choose(&mut rng).expect("non-empty").to_string(),
-                    ),
-                    search_text,
-                    created_by: None,
-                },
-            )
-            .await?;
-            for c in &contact_list {
-                contacts::insert(&mut tx, account_id, id, c).await?;
-            }
-            let n_tags = rng.random_range(0..=3);
-            let tag_names: Vec<String> = TAGS
-                .choose_multiple(&mut rng, n_tags)
-                .map(|t| t.to_string())
-                .collect();
-            clients::set_tags(&mut tx, account_id, id, &tag_names).await?;
-            let segment = if company {
-                ["PME", "Corporativo", "Governo"].choose(&mut rng)
-            } else {
-                Some(&"Varejo")
-            }
-            .expect("non-empty");
-            let due = jiff::civil::date(2026, 1, 1)
-                .checked_add(jiff::Span::new().days(rng.random_range(0..730)))
-                .unwrap_or(jiff::civil::date(2027, 1, 1));
-            clients::write_custom_values(
-                &mut tx,
-                id,
-                &[
-                    (
-                        fields[0],
-                        Some(StoredValue {
-                            text: Some(segment.to_string()),
-                            number: None,
-                        }),
-                    ),
-                    (
-                        fields[1],
-                        Some(StoredValue {
-                            text: None,
-                            number: Some(if company {
-                                rng.random_range(2..60)
-                            } else {
-                                rng.random_range(1..5)
-                            } as f64),
-                        }),
-                    ),
-                    (
-                        fields[2],
-                        Some(StoredValue {
-                            text: Some(due.to_string()),
-                            number: None,
-                        }),
-                    ),
-                ],
-            )
-            .await?;
-            timeline::add(
-                &mut tx,
-                NewItem {
-                    account_id,
-                    client_id: id,
-                    kind: "client_created",
-                    origin: Origin::System,
-                    text: "Importado da planilha de demonstração",
-                    metadata: serde_json::json!({"source": "demo"}),
-                    author_id: None,
-                },
-            )
-            .await?;
-            if rng.random_bool(0.3) {
-                let note = NOTES.choose(&mut rng).expect("non-empty");
-                timeline::add(
-                    &mut tx,
-                    NewItem {
-                        account_id,
-                        client_id: id,
-                        kind: "note",
-                        origin: Origin::User,
-                        text: note,
-                        metadata: serde_json::json!({}),
-                        author_id: None,
-                    },
-                )
-                .await?;
-            }
-        }
+        write_batch(&mut tx, db.backend(), account_id, &batch, &tag_ids, &fields).await?;
         tx.commit().await?;
     }
     let mut tx = db.begin().await?;
@@ -479,6 +313,322 @@ pub async fn populate(state: &AppState, count: usize, seed: u64) -> anyhow::Resu
         "Generated {count} demo clients in {:.1} s. {logins}",
         started.elapsed().as_secs_f64()
     ))
+}
+
+/// Clients written per transaction (and per multi-row statement).
+const BATCH: usize = 500;
+
+/// One generated client, before it is stored.
+struct DemoClient {
+    row: ClientRowInput,
+    contacts: Vec<ValidContact>,
+    tags: Vec<usize>,
+    segment: &'static str,
+    lines: f64,
+    due: String,
+    note: Option<&'static str>,
+}
+
+fn pick<T: Copy>(rng: &mut StdRng, items: &[T]) -> T {
+    *items.choose(rng).expect("non-empty list")
+}
+
+fn generate(rng: &mut StdRng, used: &mut HashSet<String>, portfolio_ids: &[i64]) -> DemoClient {
+    let company = rng.random_bool(0.3);
+    let first = pick(rng, FIRST);
+    let last = pick(rng, LAST);
+    let person = format!("{first} {last} {}", pick(rng, LAST));
+    let (city, uf, ddd) = pick(rng, CITIES);
+    let (name, legal_name) = if company {
+        let trade = format!("{} {last}", pick(rng, COMPANY_WORDS));
+        let legal = format!(
+            "{trade} {} LTDA",
+            pick(rng, &["Comércio", "Serviços", "e Cia", "ME"])
+        );
+        (trade, Some(legal))
+    } else {
+        (person, None)
+    };
+    // Documents, phones and e-mails are unique per account: draw again on a collision.
+    let doc = loop {
+        let d = document(rng, company);
+        if used.insert(d.clone()) {
+            break d;
+        }
+    };
+    let phone = loop {
+        let p = mobile(rng, ddd);
+        if used.insert(p.clone()) {
+            break p;
+        }
+    };
+    let mut contacts = vec![ValidContact {
+        kind: ContactKind::Phone,
+        value: phone,
+        preferred: true,
+        verified: rng.random_bool(0.6),
+        opted_out: rng.random_bool(0.03),
+    }];
+    if rng.random_bool(0.8) {
+        let base = format!("{}.{}", ascii_slug(first), ascii_slug(last));
+        let mut email = format!("{base}@{}", pick(rng, EMAIL_DOMAINS));
+        let mut n = 2;
+        while !used.insert(email.clone()) {
+            email = format!("{base}{n}@{}", pick(rng, EMAIL_DOMAINS));
+            n += 1;
+        }
+        contacts.push(ValidContact {
+            kind: ContactKind::Email,
+            value: email,
+            preferred: true,
+            verified: rng.random_bool(0.5),
+            opted_out: rng.random_bool(0.02),
+        });
+    }
+    let status = pick(
+        rng,
+        &[
+            ClientStatus::Active,
+            ClientStatus::Active,
+            ClientStatus::Active,
+            ClientStatus::Lead,
+            ClientStatus::Prospect,
+            ClientStatus::Inactive,
+            ClientStatus::Churned,
+        ],
+    );
+    let search_text = build_search_text(
+        &name,
+        legal_name.as_deref(),
+        Some(&doc),
+        contacts.iter().map(|c| (c.kind.as_str(), c.value.as_str())),
+    );
+    let n_tags = rng.random_range(0..=3);
+    let tags = (0..TAGS.len())
+        .collect::<Vec<_>>()
+        .choose_multiple(rng, n_tags)
+        .copied()
+        .collect();
+    let due = jiff::civil::date(2026, 1, 1)
+        .checked_add(jiff::Span::new().days(rng.random_range(0..730)))
+        .unwrap_or(jiff::civil::date(2027, 1, 1));
+    DemoClient {
+        row: ClientRowInput {
+            account_id: 0,
+            name,
+            legal_name,
+            cpf_cnpj: Some(doc),
+            status,
+            portfolio_id: Some(pick(rng, portfolio_ids)),
+            category: Some(if company { "Empresa" } else { "Pessoa física" }.to_string()),
+            score: rng.random_range(0..=100),
+            city: Some(format!("{city}/{uf}")),
+            current_product: Some(pick(rng, PRODUCTS).to_string()),
+            search_text,
+            created_by: None,
+        },
+        contacts,
+        tags,
+        segment: if company {
+            pick(rng, &["PME", "Corporativo", "Governo"])
+        } else {
+            "Varejo"
+        },
+        lines: if company {
+            rng.random_range(2..60)
+        } else {
+            rng.random_range(1..5)
+        } as f64,
+        due: due.to_string(),
+        note: rng.random_bool(0.3).then(|| pick(rng, NOTES)),
+    }
+}
+
+/// Writes a batch with one multi-row statement per table (a few round trips per 500 clients
+/// instead of a dozen per client).
+async fn write_batch(
+    tx: &mut crate::db::Tx,
+    backend: Backend,
+    account_id: i64,
+    batch: &[DemoClient],
+    tag_ids: &[i64],
+    fields: &[i64; 3],
+) -> anyhow::Result<()> {
+    let now = now_ms();
+    let mut q = SqlBuilder::bulk(
+        backend,
+        "insert into clients (account_id, name, legal_name, cpf_cnpj, status, portfolio_id, category, score, city, \
+         current_product, search_text, created_at, updated_at) values ",
+    );
+    for (i, c) in batch.iter().enumerate() {
+        let r = &c.row;
+        q.push(if i == 0 { "(" } else { ", (" });
+        q.bind(account_id)
+            .push(", ")
+            .bind(r.name.clone())
+            .push(", ")
+            .bind(r.legal_name.clone())
+            .push(", ")
+            .bind(r.cpf_cnpj.clone())
+            .push(", ")
+            .bind(r.status.as_str().to_string())
+            .push(", ")
+            .bind(r.portfolio_id)
+            .push(", ")
+            .bind(r.category.clone())
+            .push(", ")
+            .bind(r.score)
+            .push(", ")
+            .bind(r.city.clone())
+            .push(", ")
+            .bind(r.current_product.clone())
+            .push(", ")
+            .bind(r.search_text.clone())
+            .push(", ")
+            .bind(now)
+            .push(", ")
+            .bind(now)
+            .push(")");
+    }
+    q.query().execute(&mut **tx).await?;
+    // Map documents back to ids (unique per account) rather than trusting RETURNING order.
+    let mut q = SqlBuilder::bulk(
+        backend,
+        "select cpf_cnpj, id from clients where account_id = ",
+    );
+    q.bind(account_id)
+        .push(" and cpf_cnpj in ")
+        .bind_list(batch.iter().map(|c| c.row.cpf_cnpj.clone()));
+    let ids: std::collections::HashMap<String, i64> = q
+        .query_as::<(String, i64)>()
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .collect();
+    let id_of = |c: &DemoClient| ids[c.row.cpf_cnpj.as_deref().unwrap_or_default()];
+
+    let mut q = SqlBuilder::bulk(
+        backend,
+        "insert into contacts (account_id, client_id, kind, value, preferred, verified, opted_out, created_at, updated_at) values ",
+    );
+    let mut first = true;
+    for c in batch {
+        for k in &c.contacts {
+            q.push(if first { "(" } else { ", (" });
+            first = false;
+            q.bind(account_id)
+                .push(", ")
+                .bind(id_of(c))
+                .push(", ")
+                .bind(k.kind.as_str().to_string())
+                .push(", ")
+                .bind(k.value.clone())
+                .push(", ")
+                .bind(flag(k.preferred))
+                .push(", ")
+                .bind(flag(k.verified))
+                .push(", ")
+                .bind(flag(k.opted_out))
+                .push(", ")
+                .bind(now)
+                .push(", ")
+                .bind(now)
+                .push(")");
+        }
+    }
+    q.query().execute(&mut **tx).await?;
+
+    let pairs: Vec<(i64, i64)> = batch
+        .iter()
+        .flat_map(|c| c.tags.iter().map(move |t| (id_of(c), tag_ids[*t])))
+        .collect();
+    if !pairs.is_empty() {
+        let mut q = SqlBuilder::bulk(
+            backend,
+            "insert into client_tags (client_id, tag_id) values ",
+        );
+        for (i, (cid, tid)) in pairs.iter().enumerate() {
+            q.push(if i == 0 { "(" } else { ", (" })
+                .bind(*cid)
+                .push(", ")
+                .bind(*tid)
+                .push(")");
+        }
+        q.query().execute(&mut **tx).await?;
+    }
+
+    let mut q = SqlBuilder::bulk(
+        backend,
+        "insert into client_field_values (client_id, field_id, value_text, value_number) values ",
+    );
+    for (i, c) in batch.iter().enumerate() {
+        let id = id_of(c);
+        q.push(if i == 0 { "(" } else { ", (" });
+        q.bind(id)
+            .push(", ")
+            .bind(fields[0])
+            .push(", ")
+            .bind(Some(c.segment.to_string()))
+            .push(", ")
+            .bind(None::<f64>)
+            .push("), (");
+        q.bind(id)
+            .push(", ")
+            .bind(fields[1])
+            .push(", ")
+            .bind(None::<String>)
+            .push(", ")
+            .bind(Some(c.lines))
+            .push("), (");
+        q.bind(id)
+            .push(", ")
+            .bind(fields[2])
+            .push(", ")
+            .bind(Some(c.due.clone()))
+            .push(", ")
+            .bind(None::<f64>)
+            .push(")");
+    }
+    q.query().execute(&mut **tx).await?;
+
+    let mut q = SqlBuilder::bulk(
+        backend,
+        "insert into timeline_items (account_id, client_id, kind, origin, text, metadata, author_id, created_at) values ",
+    );
+    let mut first = true;
+    for c in batch {
+        let mut items = vec![(
+            "client_created",
+            "system",
+            "Importado da planilha de demonstração",
+            r#"{"source":"demo"}"#,
+        )];
+        if let Some(note) = c.note {
+            items.push(("note", "user", note, "{}"));
+        }
+        for (kind, origin, text, meta) in items {
+            q.push(if first { "(" } else { ", (" });
+            first = false;
+            q.bind(account_id)
+                .push(", ")
+                .bind(id_of(c))
+                .push(", ")
+                .bind(kind.to_string())
+                .push(", ")
+                .bind(origin.to_string())
+                .push(", ")
+                .bind(text.to_string())
+                .push(", ")
+                .bind(meta.to_string())
+                .push(", ")
+                .bind(None::<i64>)
+                .push(", ")
+                .bind(now)
+                .push(")");
+        }
+    }
+    q.query().execute(&mut **tx).await?;
+    Ok(())
 }
 
 async fn ensure_custom_fields(state: &AppState, account_id: i64) -> anyhow::Result<[i64; 3]> {

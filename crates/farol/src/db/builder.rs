@@ -1,9 +1,14 @@
 //! A small SQL builder for queries whose shape depends on the request (filters, sorting).
 //!
 //! sqlx's own `QueryBuilder` writes `?` placeholders for the `Any` driver, which PostgreSQL
-//! rejects; this one writes `$n`, which both databases accept.
+//! rejects; this one writes `$n`, which both databases accept. SQLite resolves `$n` by name,
+//! though, with a linear scan per parameter: a multi-row insert with thousands of parameters
+//! becomes quadratic (measured: 80% of a bulk load's time). [`SqlBuilder::bulk`] therefore
+//! writes anonymous `?` placeholders when the backend is SQLite.
 
 use sqlx::any::{Any, AnyArguments};
+
+use super::Backend;
 use sqlx::{Arguments, AssertSqlSafe, Encode, Type};
 
 /// SQL text plus its bound arguments.
@@ -12,6 +17,7 @@ pub struct SqlBuilder {
     sql: String,
     args: AnyArguments,
     count: usize,
+    anonymous: bool,
 }
 
 impl SqlBuilder {
@@ -21,6 +27,16 @@ impl SqlBuilder {
             sql: sql.to_string(),
             args: AnyArguments::default(),
             count: 0,
+            anonymous: false,
+        }
+    }
+
+    /// Starts a statement with many parameters (multi-row inserts): placeholders are `?` on
+    /// SQLite, `$n` on PostgreSQL. Only append placeholders in order with this builder.
+    pub fn bulk(backend: Backend, sql: &str) -> Self {
+        Self {
+            anonymous: backend == Backend::Sqlite,
+            ..Self::new(sql)
         }
     }
 
@@ -36,8 +52,12 @@ impl SqlBuilder {
         T: for<'q> Encode<'q, Any> + Type<Any> + 'static,
     {
         self.count += 1;
-        self.sql.push('$');
-        self.sql.push_str(&self.count.to_string());
+        if self.anonymous {
+            self.sql.push('?');
+        } else {
+            self.sql.push('$');
+            self.sql.push_str(&self.count.to_string());
+        }
         self.args
             .add(value)
             .expect("encoding a value into AnyArguments does not fail");
@@ -89,7 +109,7 @@ impl SqlBuilder {
 
 #[cfg(test)]
 mod tests {
-    use super::SqlBuilder;
+    use super::{Backend, SqlBuilder};
 
     #[test]
     fn numbers_placeholders_in_order() {
@@ -98,5 +118,15 @@ mod tests {
             .push(" and b in ")
             .bind_list(["x", "y"].map(String::from));
         assert_eq!(b.sql(), "select * from t where a = $1 and b in ($2, $3)");
+    }
+
+    #[test]
+    fn bulk_statements_use_anonymous_placeholders_on_sqlite_only() {
+        let mut s = SqlBuilder::bulk(Backend::Sqlite, "insert into t values ");
+        s.bind_list([1_i64, 2]);
+        assert_eq!(s.sql(), "insert into t values (?, ?)");
+        let mut p = SqlBuilder::bulk(Backend::Postgres, "insert into t values ");
+        p.bind_list([1_i64, 2]);
+        assert_eq!(p.sql(), "insert into t values ($1, $2)");
     }
 }
