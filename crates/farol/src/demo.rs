@@ -490,15 +490,8 @@ async fn write_batch(
             .bind(now)
             .push(")");
     }
-    q.query().execute(&mut **tx).await?;
-    // Map documents back to ids (unique per account) rather than trusting RETURNING order.
-    let mut q = SqlBuilder::bulk(
-        backend,
-        "select cpf_cnpj, id from clients where account_id = ",
-    );
-    q.bind(account_id)
-        .push(" and cpf_cnpj in ")
-        .bind_list(batch.iter().map(|c| c.row.cpf_cnpj.clone()));
+    // Map documents (unique per account) to ids rather than trusting RETURNING's row order.
+    q.push(" returning cpf_cnpj, id");
     let ids: std::collections::HashMap<String, i64> = q
         .query_as::<(String, i64)>()
         .fetch_all(&mut **tx)
