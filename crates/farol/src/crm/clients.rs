@@ -877,21 +877,7 @@ pub async fn delete_client(
     user.require(Permission::CrmDelete)?;
     let mut tx = state.db.begin().await?;
     let before = get_one(&mut tx, user.account_id, id).await?;
-    sqlx::query("delete from clients where account_id = $1 and id = $2")
-        .bind(user.account_id)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-    audit::record(
-        &mut tx,
-        &user.actor(),
-        "client.delete",
-        "client",
-        id,
-        Some(&before),
-        audit::NONE,
-    )
-    .await?;
+    super::delete_audited(&mut tx, &user, "clients", "client", id, &before).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -492,22 +492,8 @@ pub async fn delete_contact(
     user.require(Permission::CrmDelete)?;
     let mut tx = state.db.begin().await?;
     let before = get_contact(&mut tx, user.account_id, id).await?;
-    sqlx::query("delete from contacts where account_id = $1 and id = $2")
-        .bind(user.account_id)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    super::delete_audited(&mut tx, &user, "contacts", "contact", id, &before).await?;
     refresh_search_text(&mut tx, before.client_id).await?;
-    audit::record(
-        &mut tx,
-        &user.actor(),
-        "contact.delete",
-        "contact",
-        id,
-        Some(&before),
-        audit::NONE,
-    )
-    .await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -484,21 +484,7 @@ pub async fn delete_field(
     user.require(Permission::CrmConfigure)?;
     let mut tx = state.db.begin().await?;
     let before = get_field(&mut tx, user.account_id, id).await?;
-    sqlx::query("delete from custom_fields where account_id = $1 and id = $2")
-        .bind(user.account_id)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-    audit::record(
-        &mut tx,
-        &user.actor(),
-        "custom_field.delete",
-        "custom_field",
-        id,
-        Some(&before),
-        audit::NONE,
-    )
-    .await?;
+    super::delete_audited(&mut tx, &user, "custom_fields", "custom_field", id, &before).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -266,21 +266,7 @@ pub async fn delete_portfolio(
     user.require(Permission::CrmConfigure)?;
     let mut tx = state.db.begin().await?;
     let before = get_portfolio(&mut tx, user.account_id, id).await?;
-    sqlx::query("delete from portfolios where account_id = $1 and id = $2")
-        .bind(user.account_id)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-    audit::record(
-        &mut tx,
-        &user.actor(),
-        "portfolio.delete",
-        "portfolio",
-        id,
-        Some(&before),
-        audit::NONE,
-    )
-    .await?;
+    super::delete_audited(&mut tx, &user, "portfolios", "portfolio", id, &before).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

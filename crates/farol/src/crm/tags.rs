@@ -248,21 +248,7 @@ pub async fn delete_tag(
     user.require(Permission::CrmConfigure)?;
     let mut tx = state.db.begin().await?;
     let before = get_tag(&mut tx, user.account_id, id).await?;
-    sqlx::query("delete from tags where account_id = $1 and id = $2")
-        .bind(user.account_id)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-    audit::record(
-        &mut tx,
-        &user.actor(),
-        "tag.delete",
-        "tag",
-        id,
-        Some(&before),
-        audit::NONE,
-    )
-    .await?;
+    super::delete_audited(&mut tx, &user, "tags", "tag", id, &before).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
