@@ -460,35 +460,23 @@ async fn write_batch(
         "insert into clients (account_id, name, legal_name, cpf_cnpj, status, portfolio_id, category, score, city, \
          current_product, search_text, created_at, updated_at) values ",
     );
-    for (i, c) in batch.iter().enumerate() {
+    for c in batch {
         let r = &c.row;
-        q.push(if i == 0 { "(" } else { ", (" });
-        q.bind(account_id)
-            .push(", ")
-            .bind(r.name.clone())
-            .push(", ")
-            .bind(r.legal_name.clone())
-            .push(", ")
-            .bind(r.cpf_cnpj.clone())
-            .push(", ")
-            .bind(r.status.as_str().to_string())
-            .push(", ")
-            .bind(r.portfolio_id)
-            .push(", ")
-            .bind(r.category.clone())
-            .push(", ")
-            .bind(r.score)
-            .push(", ")
-            .bind(r.city.clone())
-            .push(", ")
-            .bind(r.current_product.clone())
-            .push(", ")
-            .bind(r.search_text.clone())
-            .push(", ")
-            .bind(now)
-            .push(", ")
-            .bind(now)
-            .push(")");
+        q.row((
+            account_id,
+            r.name.clone(),
+            r.legal_name.clone(),
+            r.cpf_cnpj.clone(),
+            r.status.as_str().to_string(),
+            r.portfolio_id,
+            r.category.clone(),
+            r.score,
+            r.city.clone(),
+            r.current_product.clone(),
+            r.search_text.clone(),
+            now,
+            now,
+        ));
     }
     // Map documents (unique per account) to ids rather than trusting RETURNING's row order.
     q.push(" returning cpf_cnpj, id");
@@ -504,49 +492,33 @@ async fn write_batch(
         backend,
         "insert into contacts (account_id, client_id, kind, value, preferred, verified, opted_out, created_at, updated_at) values ",
     );
-    let mut first = true;
     for c in batch {
         for k in &c.contacts {
-            q.push(if first { "(" } else { ", (" });
-            first = false;
-            q.bind(account_id)
-                .push(", ")
-                .bind(id_of(c))
-                .push(", ")
-                .bind(k.kind.as_str().to_string())
-                .push(", ")
-                .bind(k.value.clone())
-                .push(", ")
-                .bind(flag(k.preferred))
-                .push(", ")
-                .bind(flag(k.verified))
-                .push(", ")
-                .bind(flag(k.opted_out))
-                .push(", ")
-                .bind(now)
-                .push(", ")
-                .bind(now)
-                .push(")");
+            q.row((
+                account_id,
+                id_of(c),
+                k.kind.as_str().to_string(),
+                k.value.clone(),
+                flag(k.preferred),
+                flag(k.verified),
+                flag(k.opted_out),
+                now,
+                now,
+            ));
         }
     }
     q.query().execute(&mut **tx).await?;
 
-    let pairs: Vec<(i64, i64)> = batch
-        .iter()
-        .flat_map(|c| c.tags.iter().map(move |t| (id_of(c), tag_ids[*t])))
-        .collect();
-    if !pairs.is_empty() {
-        let mut q = SqlBuilder::bulk(
-            backend,
-            "insert into client_tags (client_id, tag_id) values ",
-        );
-        for (i, (cid, tid)) in pairs.iter().enumerate() {
-            q.push(if i == 0 { "(" } else { ", (" })
-                .bind(*cid)
-                .push(", ")
-                .bind(*tid)
-                .push(")");
+    let mut q = SqlBuilder::bulk(
+        backend,
+        "insert into client_tags (client_id, tag_id) values ",
+    );
+    for c in batch {
+        for t in &c.tags {
+            q.row((id_of(c), tag_ids[*t]));
         }
+    }
+    if q.row_count() > 0 {
         q.query().execute(&mut **tx).await?;
     }
 
@@ -554,33 +526,11 @@ async fn write_batch(
         backend,
         "insert into client_field_values (client_id, field_id, value_text, value_number) values ",
     );
-    for (i, c) in batch.iter().enumerate() {
+    for c in batch {
         let id = id_of(c);
-        q.push(if i == 0 { "(" } else { ", (" });
-        q.bind(id)
-            .push(", ")
-            .bind(fields[0])
-            .push(", ")
-            .bind(Some(c.segment.to_string()))
-            .push(", ")
-            .bind(None::<f64>)
-            .push("), (");
-        q.bind(id)
-            .push(", ")
-            .bind(fields[1])
-            .push(", ")
-            .bind(None::<String>)
-            .push(", ")
-            .bind(Some(c.lines))
-            .push("), (");
-        q.bind(id)
-            .push(", ")
-            .bind(fields[2])
-            .push(", ")
-            .bind(Some(c.due.clone()))
-            .push(", ")
-            .bind(None::<f64>)
-            .push(")");
+        q.row((id, fields[0], Some(c.segment.to_string()), None::<f64>));
+        q.row((id, fields[1], None::<String>, Some(c.lines)));
+        q.row((id, fields[2], Some(c.due.clone()), None::<f64>));
     }
     q.query().execute(&mut **tx).await?;
 
@@ -588,36 +538,25 @@ async fn write_batch(
         backend,
         "insert into timeline_items (account_id, client_id, kind, origin, text, metadata, author_id, created_at) values ",
     );
-    let mut first = true;
     for c in batch {
-        let mut items = vec![(
+        let created = (
             "client_created",
             "system",
             "Importado da planilha de demonstração",
             r#"{"source":"demo"}"#,
-        )];
-        if let Some(note) = c.note {
-            items.push(("note", "user", note, "{}"));
-        }
-        for (kind, origin, text, meta) in items {
-            q.push(if first { "(" } else { ", (" });
-            first = false;
-            q.bind(account_id)
-                .push(", ")
-                .bind(id_of(c))
-                .push(", ")
-                .bind(kind.to_string())
-                .push(", ")
-                .bind(origin.to_string())
-                .push(", ")
-                .bind(text.to_string())
-                .push(", ")
-                .bind(meta.to_string())
-                .push(", ")
-                .bind(None::<i64>)
-                .push(", ")
-                .bind(now)
-                .push(")");
+        );
+        let note = c.note.map(|n| ("note", "user", n, "{}"));
+        for (kind, origin, text, meta) in std::iter::once(created).chain(note) {
+            q.row((
+                account_id,
+                id_of(c),
+                kind.to_string(),
+                origin.to_string(),
+                text.to_string(),
+                meta.to_string(),
+                None::<i64>,
+                now,
+            ));
         }
     }
     q.query().execute(&mut **tx).await?;

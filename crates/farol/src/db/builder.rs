@@ -18,7 +18,41 @@ pub struct SqlBuilder {
     args: AnyArguments,
     count: usize,
     anonymous: bool,
+    rows: usize,
 }
+
+/// A tuple of values bound as one parenthesized row: `($1, $2, …)`.
+pub trait Row {
+    /// Appends `(…)` with one placeholder per value.
+    fn bind_into(self, q: &mut SqlBuilder);
+}
+
+macro_rules! impl_row {
+    ($($v:ident),+) => {
+        #[allow(non_snake_case)]
+        impl<$($v: for<'q> Encode<'q, Any> + Type<Any> + 'static),+> Row for ($($v,)+) {
+            fn bind_into(self, q: &mut SqlBuilder) {
+                let ($($v,)+) = self;
+                q.sql.push('(');
+                let mut first = true;
+                $(
+                    if !first {
+                        q.sql.push_str(", ");
+                    }
+                    first = false;
+                    q.bind($v);
+                )+
+                let _ = first;
+                q.sql.push(')');
+            }
+        }
+    };
+}
+impl_row!(A, B);
+impl_row!(A, B, C, D);
+impl_row!(A, B, C, D, E, F, G, H);
+impl_row!(A, B, C, D, E, F, G, H, I);
+impl_row!(A, B, C, D, E, F, G, H, I, J, K, L, M);
 
 impl SqlBuilder {
     /// Starts with `sql`.
@@ -28,6 +62,7 @@ impl SqlBuilder {
             args: AnyArguments::default(),
             count: 0,
             anonymous: false,
+            rows: 0,
         }
     }
 
@@ -62,6 +97,21 @@ impl SqlBuilder {
             .add(value)
             .expect("encoding a value into AnyArguments does not fail");
         self
+    }
+
+    /// Appends one row of a multi-row `values` list, with the comma between rows.
+    pub fn row(&mut self, row: impl Row) -> &mut Self {
+        if self.rows > 0 {
+            self.sql.push_str(", ");
+        }
+        self.rows += 1;
+        row.bind_into(self);
+        self
+    }
+
+    /// Number of rows appended with [`SqlBuilder::row`].
+    pub fn row_count(&self) -> usize {
+        self.rows
     }
 
     /// Appends `(p1, p2, …)` binding every value.
@@ -118,6 +168,14 @@ mod tests {
             .push(" and b in ")
             .bind_list(["x", "y"].map(String::from));
         assert_eq!(b.sql(), "select * from t where a = $1 and b in ($2, $3)");
+    }
+
+    #[test]
+    fn rows_are_separated_and_numbered() {
+        let mut b = SqlBuilder::new("insert into t (a, b) values ");
+        b.row((1_i64, "x".to_string())).row((2_i64, None::<String>));
+        assert_eq!(b.sql(), "insert into t (a, b) values ($1, $2), ($3, $4)");
+        assert_eq!(b.row_count(), 2);
     }
 
     #[test]

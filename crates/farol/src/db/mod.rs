@@ -14,7 +14,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
-pub use builder::SqlBuilder;
+pub use builder::{Row, SqlBuilder};
 pub use error::{DbError, DbResult};
 
 /// A transaction on either database.

@@ -5,6 +5,7 @@ mod audit;
 mod auth;
 mod cli;
 mod clients;
+mod demo;
 mod helpers;
 mod ops;
 mod rbac;
