@@ -52,6 +52,29 @@ enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
+    /// Work with clients.
+    #[command(subcommand)]
+    Clients(ClientsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientsCommand {
+    /// Write every client of an account, with its normalized phones and e-mails, tags and
+    /// custom fields, as CSV (to standard output, or to --output).
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+struct ExportArgs {
+    /// Output format (only csv for now).
+    #[arg(long, default_value = "csv", value_parser = ["csv"])]
+    format: String,
+    /// Account (tenant) slug.
+    #[arg(long, default_value = crate::accounts::DEFAULT_ACCOUNT)]
+    account: String,
+    /// Write to this file instead of standard output.
+    #[arg(long, short, value_name = "FILE")]
+    output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -168,7 +191,26 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             serve_app(app, config.server.listen).await
         }
         Command::User(UserCommand::Add(args)) => user_add(config, args).await,
+        Command::Clients(ClientsCommand::Export(args)) => export(config, args).await,
     }
+}
+
+async fn export(config: Config, args: ExportArgs) -> anyhow::Result<()> {
+    let db = crate::db::Db::connect(&config.database_url(), 2).await?;
+    db.migrate().await?;
+    let account_id = crate::accounts::find(&db, &args.account)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("account `{}` does not exist", args.account))?;
+    let written = match &args.output {
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
+            crate::crm::export::write_csv(&db, account_id, std::io::BufWriter::new(file)).await?
+        }
+        None => crate::crm::export::write_csv(&db, account_id, std::io::stdout().lock()).await?,
+    };
+    eprintln!("exported {written} clients");
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -211,10 +211,14 @@ impl CustomField {
     /// Converts a stored value back to JSON.
     pub fn to_json(&self, text: Option<String>, number: Option<f64>) -> Value {
         match self.field_type {
-            FieldType::Number => number
-                .and_then(serde_json::Number::from_f64)
-                .map(Value::Number)
-                .unwrap_or(Value::Null),
+            // Whole numbers read back as integers (12, not 12.0): they are usually counts.
+            FieldType::Number => match number {
+                Some(n) if n.fract() == 0.0 && n.abs() < 9.0e15 => Value::from(n as i64),
+                other => other
+                    .and_then(serde_json::Number::from_f64)
+                    .map(Value::Number)
+                    .unwrap_or(Value::Null),
+            },
             FieldType::Boolean => number.map(|n| Value::Bool(n != 0.0)).unwrap_or(Value::Null),
             _ => text.map(Value::String).unwrap_or(Value::Null),
         }

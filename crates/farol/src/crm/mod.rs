@@ -3,6 +3,7 @@
 pub mod clients;
 pub mod contacts;
 pub mod custom_fields;
+pub mod export;
 pub mod portfolios;
 pub mod tags;
 pub mod timeline;

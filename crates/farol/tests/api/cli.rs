@@ -115,6 +115,26 @@ async fn user_add_then_serve_then_sigterm_stops_cleanly() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("chefe@acme.com"));
 
+    let csv_path = dir.path().join("clients.csv");
+    let out = farol(dir.path(), &url)
+        .args(["clients", "export", "--account", "acme", "--output"])
+        .arg(&csv_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exported 0 clients"));
+    let text = std::fs::read_to_string(&csv_path).unwrap();
+    assert!(text.starts_with("id,name,legal_name,cpf_cnpj,"), "{text}");
+    let missing = farol(dir.path(), &url)
+        .args(["clients", "export", "--account", "nope"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("account `nope` does not exist"));
+
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

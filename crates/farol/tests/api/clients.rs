@@ -54,7 +54,7 @@ async fn a_client_is_created_with_normalized_contacts_tags_and_typed_custom_fiel
     assert_eq!(client["tags"], json!(["fibra", "vip"]));
     assert_eq!(
         client["custom_fields"],
-        json!({"plano_atual": "Controle", "linhas": 12.0, "vencimento": "2027-01-31", "vip": true})
+        json!({"plano_atual": "Controle", "linhas": 12, "vencimento": "2027-01-31", "vip": true})
     );
     let values: Vec<&str> = client["contacts"]
         .as_array()
@@ -710,4 +710,45 @@ async fn tags_portfolios_and_custom_fields_have_crud() {
             .status,
         StatusCode::NO_CONTENT
     );
+}
+
+#[tokio::test]
+async fn export_writes_every_client_with_normalized_contacts_as_csv() {
+    let app = spawn_app().await;
+    let token = app.admin().await;
+    custom_fields(&app, &token).await;
+    app.client(&token, json!({"name": "Ana, \"a Grande\"", "cpf_cnpj": "529.982.247-25", "tags": ["vip", "fibra"],
+        "custom_fields": {"plano_atual": "Pós", "linhas": 3},
+        "contacts": [{"kind": "phone", "value": "(11) 8765-4321"}, {"kind": "phone", "value": "(21) 3456-7890", "preferred": true},
+                     {"kind": "email", "value": " ANA@Example.com "}]})).await;
+    app.client(&token, json!({"name": "Bruno"})).await;
+    let account = farol::accounts::find(&app.db, "default")
+        .await
+        .unwrap()
+        .unwrap();
+    let mut out = Vec::new();
+    let n = farol::crm::export::write_csv(&app.db, account, &mut out)
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    let mut reader = csv::Reader::from_reader(out.as_slice());
+    let headers = reader.headers().unwrap().clone();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    let col = |row: &csv::StringRecord, name: &str| {
+        row[headers.iter().position(|h| h == name).unwrap()].to_string()
+    };
+    let ana = rows
+        .iter()
+        .find(|r| col(r, "name").starts_with("Ana"))
+        .unwrap();
+    assert_eq!(col(ana, "name"), "Ana, \"a Grande\"");
+    assert_eq!(col(ana, "cpf_cnpj"), "52998224725");
+    assert_eq!(col(ana, "phone"), "+552134567890");
+    assert_eq!(col(ana, "phones"), "+552134567890 +5511987654321");
+    assert_eq!(col(ana, "email"), "ana@example.com");
+    assert_eq!(col(ana, "tags"), "fibra|vip");
+    assert_eq!(col(ana, "cf.plano_atual"), "Pós");
+    assert_eq!(col(ana, "cf.linhas"), "3");
+    let bruno = rows.iter().find(|r| col(r, "name") == "Bruno").unwrap();
+    assert_eq!(col(bruno, "phone"), "");
 }
