@@ -59,7 +59,12 @@ impl App {
         };
         let window = Duration::from_secs(config.auth.login_window_secs);
         let login_limiter = match &redis {
-            Some(conn) => RateLimiter::redis(config.auth.login_max_attempts, window, conn.clone()),
+            Some(conn) => RateLimiter::redis(
+                config.auth.login_max_attempts,
+                window,
+                conn.clone(),
+                &config.redis.key_prefix,
+            ),
             None => RateLimiter::memory(config.auth.login_max_attempts, window),
         };
         let hash_cost = HashCost {

@@ -27,7 +27,7 @@ pub struct Config {
     /// Authentication settings.
     pub auth: AuthConfig,
     /// Redis, for shared rate limits and caches (optional).
-    pub redis: UrlConfig,
+    pub redis: RedisConfig,
     /// RabbitMQ, as the job broker (optional).
     pub amqp: UrlConfig,
     /// Logging.
@@ -80,6 +80,26 @@ pub struct AuthConfig {
     pub argon2_iterations: u32,
 }
 
+/// Redis settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// Empty means not configured.
+    #[serde(serialize_with = "serialize_secret")]
+    pub url: SecretString,
+    /// Prefix of every key Farol writes, so several installations can share one Redis.
+    pub key_prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: SecretString::from(""),
+            key_prefix: "farol".into(),
+        }
+    }
+}
+
 /// An optional service URL.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -122,7 +142,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             database: DatabaseConfig::default(),
             auth: AuthConfig::default(),
-            redis: UrlConfig::default(),
+            redis: RedisConfig::default(),
             amqp: UrlConfig::default(),
             log: LogConfig::default(),
         }

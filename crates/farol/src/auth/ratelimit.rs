@@ -18,7 +18,10 @@ pub struct RateLimiter {
 #[derive(Clone)]
 enum Store {
     Memory(Arc<Mutex<HashMap<String, (u32, Instant)>>>),
-    Redis(ConnectionManager),
+    Redis {
+        conn: ConnectionManager,
+        prefix: String,
+    },
 }
 
 impl RateLimiter {
@@ -31,12 +34,15 @@ impl RateLimiter {
         }
     }
 
-    /// A limiter shared through Redis.
-    pub fn redis(max: u32, window: Duration, conn: ConnectionManager) -> Self {
+    /// A limiter shared through Redis; keys are `<prefix>:login:<key>`.
+    pub fn redis(max: u32, window: Duration, conn: ConnectionManager, prefix: &str) -> Self {
         Self {
             max,
             window,
-            store: Store::Redis(conn),
+            store: Store::Redis {
+                conn,
+                prefix: format!("{prefix}:login:"),
+            },
         }
     }
 
@@ -44,7 +50,7 @@ impl RateLimiter {
     pub fn backend(&self) -> &'static str {
         match self.store {
             Store::Memory(_) => "memory",
-            Store::Redis(_) => "redis",
+            Store::Redis { .. } => "redis",
         }
     }
 
@@ -62,9 +68,9 @@ impl RateLimiter {
                     _ => Ok(()),
                 }
             }
-            Store::Redis(conn) => {
+            Store::Redis { conn, prefix } => {
                 let mut conn = conn.clone();
-                let redis_key = format!("farol:login:{key}");
+                let redis_key = format!("{prefix}{key}");
                 let (count, ttl): (Option<u32>, i64) = redis::pipe()
                     .get(&redis_key)
                     .ttl(&redis_key)
@@ -94,9 +100,9 @@ impl RateLimiter {
                 }
                 entry.0 += 1;
             }
-            Store::Redis(conn) => {
+            Store::Redis { conn, prefix } => {
                 let mut conn = conn.clone();
-                let redis_key = format!("farol:login:{key}");
+                let redis_key = format!("{prefix}{key}");
                 let result: redis::RedisResult<()> = redis::pipe()
                     .incr(&redis_key, 1)
                     .ignore()
@@ -120,10 +126,10 @@ impl RateLimiter {
             Store::Memory(map) => {
                 map.lock().expect("rate limiter lock").remove(key);
             }
-            Store::Redis(conn) => {
+            Store::Redis { conn, prefix } => {
                 let mut conn = conn.clone();
                 let _: redis::RedisResult<()> = redis::cmd("del")
-                    .arg(format!("farol:login:{key}"))
+                    .arg(format!("{prefix}{key}"))
                     .query_async(&mut conn)
                     .await;
             }

@@ -228,6 +228,8 @@ async fn rate_limits_are_shared_through_redis_when_configured() {
         std::env::var("FAROL_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let (mut config, dir) = test_config().await;
     config.redis.url = secrecy::SecretString::from(redis_url.clone());
+    // Counters of earlier runs and parallel tests live in the same Redis: a prefix of our own.
+    config.redis.key_prefix = format!("farol-test-{}", uuid::Uuid::new_v4().simple());
     config.auth.login_max_attempts = 2;
     let (config_b, dir_b) = {
         let mut c = config.clone();
