@@ -1,17 +1,13 @@
 //! `open` on CSV files, and garbage input.
 
+mod common;
+use common::temp_file;
+
 use farol_import::{
     CsvReader, Encoding, ErrorKind, Format, OpenOptions, ProgressUnit, Source, XlsxReader, open,
 };
 use proptest::prelude::*;
 use std::io::Cursor;
-use std::path::PathBuf;
-
-fn temp_file(name: &str, bytes: &[u8]) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("farol-import-{}-{name}", std::process::id()));
-    std::fs::write(&path, bytes).unwrap();
-    path
-}
 
 #[test]
 fn open_sniffs_csv() {

@@ -1,9 +1,11 @@
 //! XLSX reading, on a workbook generated with rust_xlsxwriter.
 
+mod common;
+use common::temp_file;
+
 use farol_import::{ErrorKind, Format, OpenOptions, ProgressUnit, Record, XlsxReader, open};
 use rust_xlsxwriter::{ExcelDateTime, Format as XFormat, Workbook};
 use std::io::Cursor;
-use std::path::PathBuf;
 
 fn workbook() -> Vec<u8> {
     let mut wb = Workbook::new();
@@ -54,12 +56,6 @@ fn rec(row: u64, fields: &[&str]) -> Record {
         row,
         fields: fields.iter().map(|s| s.to_string()).collect(),
     }
-}
-
-fn temp_file(name: &str, bytes: &[u8]) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("farol-import-{}-{name}", std::process::id()));
-    std::fs::write(&path, bytes).unwrap();
-    path
 }
 
 #[test]

@@ -79,6 +79,7 @@ impl App {
             hash_cost,
             redis,
             metrics: crate::ops::metrics_handle(),
+            decoy: Arc::default(),
         };
         Ok(App { state })
     }

@@ -28,4 +28,19 @@ pub struct AppState {
     pub redis: Option<ConnectionManager>,
     /// Prometheus registry renderer.
     pub metrics: PrometheusHandle,
+    /// Decoy password hash for logins with unknown e-mails, made on first use.
+    pub decoy: Arc<tokio::sync::OnceCell<String>>,
+}
+
+impl AppState {
+    /// The decoy hash (see [`crate::auth::password::decoy`]), computed once per process.
+    pub async fn decoy_hash(&self) -> anyhow::Result<String> {
+        let cost = self.hash_cost;
+        self.decoy
+            .get_or_try_init(|| async move {
+                tokio::task::spawn_blocking(move || crate::auth::password::decoy(cost)).await?
+            })
+            .await
+            .cloned()
+    }
 }

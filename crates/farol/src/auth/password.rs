@@ -29,6 +29,12 @@ pub fn hash(password: &str, cost: HashCost) -> anyhow::Result<String> {
         .to_string())
 }
 
+/// A hash of a random password with the configured cost, verified in place of a real one when
+/// a login names an unknown e-mail. CPU-heavy: call from a blocking thread.
+pub fn decoy(cost: HashCost) -> anyhow::Result<String> {
+    hash(&uuid::Uuid::new_v4().to_string(), cost)
+}
+
 /// Checks `password` against a stored hash. CPU-heavy: call from a blocking thread.
 pub fn verify(password: &str, stored: &str) -> bool {
     match PasswordHash::new(stored) {
@@ -76,6 +82,14 @@ mod tests {
             hash("same password!", CHEAP).unwrap(),
             hash("same password!", CHEAP).unwrap()
         );
+    }
+
+    #[test]
+    fn the_decoy_is_a_real_hash_with_the_configured_cost() {
+        let decoy = decoy(CHEAP).unwrap();
+        let parsed = PasswordHash::new(&decoy).unwrap();
+        assert_eq!(parsed.params.get_str("m"), Some("64"));
+        assert!(!verify("anything", &decoy));
     }
 
     #[test]

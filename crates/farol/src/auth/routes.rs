@@ -14,10 +14,6 @@ use crate::api::{ApiError, ApiJson, ApiResult, ErrorBody};
 use crate::audit::{self, Actor};
 use crate::state::AppState;
 
-/// A PHC hash of a random password, verified when the e-mail is unknown so that response time
-/// does not reveal which e-mails have accounts.
-const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$3J1m7m3oUu2d3f9z1C6mQ6wqkq3PZ3h3xv2b0WZtq1Y";
-
 /// Body of `POST /auth/login`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -81,10 +77,12 @@ pub async fn login(
     }
 
     let user = users::find_by_email(&state.db, &email).await?;
-    let stored = user
-        .as_ref()
-        .map(|u| u.password_hash.clone())
-        .unwrap_or_else(|| DUMMY_HASH.to_string());
+    // Unknown e-mails are verified against a decoy hash of the same cost, so the response time
+    // does not reveal which e-mails have accounts.
+    let stored = match &user {
+        Some(u) => u.password_hash.clone(),
+        None => state.decoy_hash().await?,
+    };
     let password = body.password;
     let valid = tokio::task::spawn_blocking(move || password::verify(&password, &stored))
         .await

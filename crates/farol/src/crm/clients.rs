@@ -811,6 +811,7 @@ pub async fn update_client(
             q.push(&format!(", {column} = ")).bind(trimmed(v));
         }
     }
+    let search_changed = patch.name.is_some() || patch.legal_name.is_some() || document.is_some();
     if let Some(doc) = document {
         q.push(", cpf_cnpj = ").bind(doc);
     }
@@ -832,7 +833,9 @@ pub async fn update_client(
         set_tags(&mut tx, user.account_id, id, names).await?;
     }
     write_custom_values(&mut tx, id, &values).await?;
-    refresh_search_text(&mut tx, id).await?;
+    if search_changed {
+        refresh_search_text(&mut tx, id).await?;
+    }
     if let Some(s) = patch.status
         && s != before.status
     {

@@ -56,27 +56,15 @@ pub async fn write_csv<W: Write>(db: &Db, account_id: i64, out: W) -> anyhow::Re
         let Some(&last) = ids.last() else { break };
         after = last;
         for c in clients::load(&mut conn, account_id, &ids).await? {
-            let of_kind = |kind: &str| -> Vec<&crate::crm::contacts::ContactOut> {
+            // Preferred first, then the others (the order contacts::for_clients returns).
+            let values = |kind: &str| -> Vec<&str> {
                 c.contacts
                     .iter()
                     .filter(|k| k.kind.as_str() == kind)
+                    .map(|k| k.value.as_str())
                     .collect()
             };
-            let preferred = |kind: &str| {
-                of_kind(kind)
-                    .iter()
-                    .find(|k| k.preferred)
-                    .or(of_kind(kind).first())
-                    .map(|k| k.value.clone())
-                    .unwrap_or_default()
-            };
-            let all = |kind: &str| {
-                of_kind(kind)
-                    .iter()
-                    .map(|k| k.value.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            };
+            let (phones, emails) = (values("phone"), values("email"));
             let opt = |v: &Option<String>| v.clone().unwrap_or_default();
             let mut row = vec![
                 c.id.to_string(),
@@ -89,10 +77,10 @@ pub async fn write_csv<W: Write>(db: &Db, account_id: i64, out: W) -> anyhow::Re
                 c.score.to_string(),
                 opt(&c.city),
                 opt(&c.current_product),
-                preferred("phone"),
-                preferred("email"),
-                all("phone"),
-                all("email"),
+                phones.first().copied().unwrap_or_default().to_string(),
+                emails.first().copied().unwrap_or_default().to_string(),
+                phones.join(" "),
+                emails.join(" "),
                 c.tags.join("|"),
                 c.created_at.clone(),
                 c.updated_at.clone(),
