@@ -59,7 +59,9 @@ pub mod xlsx;
 
 pub use csv_reader::{CsvReader, MAX_RECORD_BYTES};
 pub use error::{ErrorKind, ReadError};
-pub use mapping::{Field, MappingError, Override, apply_overrides, parse_overrides, propose};
+pub use mapping::{
+    Field, MappingError, Override, apply_overrides, parse_overrides, propose, resolve_overrides,
+};
 pub use record::Record;
 pub use sniff::{Encoding, FileKind, Sniff, sniff};
 pub use source::{

@@ -356,11 +356,7 @@ pub struct Override {
 /// of [`Field`] (`cf.<key>` / `custom:<key>` for custom fields) or
 /// `ignore` (also `none`, `skip`, `-`). Empty entries are skipped.
 pub fn parse_overrides(spec: &str, headers: &[String]) -> Result<Vec<Override>, MappingError> {
-    let folded: Vec<String> = headers
-        .iter()
-        .map(|h| farol_normalize::fold(h.trim()))
-        .collect();
-    let mut out: Vec<Override> = Vec::new();
+    let mut pairs = Vec::new();
     for entry in spec.split(',') {
         if entry.trim().is_empty() {
             continue;
@@ -370,6 +366,23 @@ pub fn parse_overrides(spec: &str, headers: &[String]) -> Result<Vec<Override>, 
                 entry: entry.trim().to_owned(),
             });
         };
+        pairs.push((column, field));
+    }
+    resolve_overrides(pairs, headers)
+}
+
+/// Resolves `(column, field)` pairs (from an API body or a saved preset) against the headers,
+/// with the rules of [`parse_overrides`].
+pub fn resolve_overrides<'a>(
+    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    headers: &[String],
+) -> Result<Vec<Override>, MappingError> {
+    let folded: Vec<String> = headers
+        .iter()
+        .map(|h| farol_normalize::fold(h.trim()))
+        .collect();
+    let mut out: Vec<Override> = Vec::new();
+    for (column, field) in pairs {
         let column = column.trim();
         let key = farol_normalize::fold(column);
         let mut matches = folded.iter().enumerate().filter(|(_, h)| **h == key);

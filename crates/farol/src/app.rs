@@ -80,6 +80,7 @@ impl App {
             redis,
             metrics: crate::ops::metrics_handle(),
             decoy: Arc::default(),
+            import_wake: Arc::default(),
         };
         Ok(App { state })
     }
@@ -92,6 +93,14 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let db = self.state.db.clone();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let wake = self.state.import_wake.clone();
+        let workers = crate::import::worker::spawn(
+            &db,
+            &self.state.config.import,
+            stop.clone(),
+            wake.clone(),
+        );
         let router = crate::api::router(self.state);
         tracing::info!(address = %listener.local_addr()?, backend = db.backend().name(), "serving");
         axum::serve(
@@ -100,6 +109,12 @@ impl App {
         )
         .with_graceful_shutdown(shutdown)
         .await?;
+        // Workers finish the batch in flight; their imports go back to the queue.
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        wake.notify_waiters();
+        for w in workers {
+            let _ = w.await;
+        }
         db.close().await;
         tracing::info!("stopped");
         Ok(())

@@ -55,6 +55,8 @@ enum Command {
     /// Work with clients.
     #[command(subcommand)]
     Clients(ClientsCommand),
+    /// Import clients from CSV/XLSX files (mapping, normalization, dedupe, report).
+    Import(crate::import::cli::ImportArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -192,6 +194,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::User(UserCommand::Add(args)) => user_add(config, args).await,
         Command::Clients(ClientsCommand::Export(args)) => export(config, args).await,
+        Command::Import(args) => crate::import::cli::run(config, args).await,
     }
 }
 

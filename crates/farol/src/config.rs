@@ -30,6 +30,8 @@ pub struct Config {
     pub redis: RedisConfig,
     /// RabbitMQ, as the job broker (optional).
     pub amqp: UrlConfig,
+    /// Imports.
+    pub import: ImportConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -109,6 +111,34 @@ pub struct UrlConfig {
     pub url: SecretString,
 }
 
+/// Import jobs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImportConfig {
+    /// Rows written per transaction (and per resume checkpoint).
+    pub batch_rows: usize,
+    /// Import jobs a `farol serve` process runs at once (0: none, only `farol worker`/CLI).
+    pub workers: usize,
+    /// A running import whose worker has not reported for this long is taken over by another.
+    pub lease_secs: u64,
+    /// Largest upload chunk accepted by `PUT /imports/{id}/files/{n}`, in bytes.
+    pub max_chunk_bytes: usize,
+    /// Largest file accepted by an upload, in bytes (10 GiB).
+    pub max_file_bytes: u64,
+}
+
+impl Default for ImportConfig {
+    fn default() -> Self {
+        Self {
+            batch_rows: 5000,
+            workers: 1,
+            lease_secs: 30,
+            max_chunk_bytes: 64 * 1024 * 1024,
+            max_file_bytes: 10 * 1024 * 1024 * 1024,
+        }
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -145,6 +175,7 @@ impl Default for Config {
             redis: RedisConfig::default(),
             amqp: UrlConfig::default(),
             log: LogConfig::default(),
+            import: ImportConfig::default(),
         }
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! One binary, one module per capability:
 //! - [`crm`]: clients, contacts, tags, custom fields, portfolios, timelines;
+//! - [`import`]: spreadsheets in (upload, mapping, normalization, dedupe, reports);
 //! - [`auth`]: users, login, tokens, roles; [`audit`]: the append-only audit log;
 //! - [`api`]: the HTTP edge (router, errors, OpenAPI); [`ops`]: health, readiness, metrics;
 //! - [`db`]: storage on SQLite or PostgreSQL; [`config`]: configuration;
@@ -17,6 +18,7 @@ pub mod config;
 pub mod crm;
 pub mod db;
 pub mod demo;
+pub mod import;
 pub mod ops;
 pub mod state;
 pub mod telemetry;

@@ -30,6 +30,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Decoy password hash for logins with unknown e-mails, made on first use.
     pub decoy: Arc<tokio::sync::OnceCell<String>>,
+    /// Wakes the import workers when an import is queued.
+    pub import_wake: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {

@@ -88,11 +88,13 @@ pub enum Permission {
     UsersManage,
     /// Read the audit log.
     AuditRead,
+    /// Run imports and manage mapping presets.
+    ImportsRun,
 }
 
 impl Permission {
     /// Every permission, in documentation order.
-    pub const ALL: [Permission; 7] = [
+    pub const ALL: [Permission; 8] = [
         Permission::CrmRead,
         Permission::CrmWrite,
         Permission::CrmDelete,
@@ -100,6 +102,7 @@ impl Permission {
         Permission::UsersRead,
         Permission::UsersManage,
         Permission::AuditRead,
+        Permission::ImportsRun,
     ];
 
     /// Short name and the routes it covers, for the documentation table.
@@ -121,6 +124,10 @@ impl Permission {
             Permission::UsersRead => ("users.read", "`GET /users`"),
             Permission::UsersManage => ("users.manage", "`POST`/`PATCH`/`DELETE /users`"),
             Permission::AuditRead => ("audit.read", "`GET /audit`"),
+            Permission::ImportsRun => (
+                "imports.run",
+                "`/imports` (upload, preview, start, cancel, reports) and `/import-presets`",
+            ),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! See docs/architecture.md for why this design was chosen.
 
 mod builder;
+pub mod bulk;
 mod error;
 
 use std::str::FromStr;

@@ -1,0 +1,117 @@
+//! Set-oriented helpers for batch work (the importer): multi-row inserts with values of
+//! mixed types, and lists passed as one JSON parameter.
+//!
+//! A list bound as one JSON text parameter keeps the statement's shape fixed whatever the list's
+//! length, so both databases prepare it once (an `in ($1, …, $n)` list is a new statement for
+//! every length, and PostgreSQL re-plans each).
+
+use sqlx::AnyConnection;
+
+use super::{Backend, DbResult, SqlBuilder};
+
+/// One value of a multi-row insert.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    /// An integer (or NULL).
+    Int(Option<i64>),
+    /// A float (or NULL).
+    Real(Option<f64>),
+    /// Text (or NULL).
+    Text(Option<String>),
+}
+
+impl From<i64> for SqlValue {
+    fn from(v: i64) -> Self {
+        SqlValue::Int(Some(v))
+    }
+}
+impl From<Option<i64>> for SqlValue {
+    fn from(v: Option<i64>) -> Self {
+        SqlValue::Int(v)
+    }
+}
+impl From<Option<f64>> for SqlValue {
+    fn from(v: Option<f64>) -> Self {
+        SqlValue::Real(v)
+    }
+}
+impl From<String> for SqlValue {
+    fn from(v: String) -> Self {
+        SqlValue::Text(Some(v))
+    }
+}
+impl From<&str> for SqlValue {
+    fn from(v: &str) -> Self {
+        SqlValue::Text(Some(v.to_owned()))
+    }
+}
+impl From<Option<String>> for SqlValue {
+    fn from(v: Option<String>) -> Self {
+        SqlValue::Text(v)
+    }
+}
+
+impl SqlBuilder {
+    /// Appends a placeholder bound to `value`.
+    pub fn bind_value(&mut self, value: SqlValue) -> &mut Self {
+        match value {
+            SqlValue::Int(v) => self.bind(v),
+            SqlValue::Real(v) => self.bind(v),
+            SqlValue::Text(v) => self.bind(v),
+        }
+    }
+}
+
+/// Parameters per statement: under SQLite's default limit (32,766) and PostgreSQL's (65,535).
+const MAX_PARAMS: usize = 30_000;
+
+/// Inserts `rows` (each with the same number of values) with as few statements as the
+/// parameter limits allow: `head` is `insert into t (a, b, …) values `, `tail` what follows
+/// the values (`on conflict …`, or empty). Returns the number of rows written.
+pub async fn insert_rows(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    head: &str,
+    tail: &str,
+    rows: Vec<Vec<SqlValue>>,
+) -> DbResult<u64> {
+    let Some(width) = rows.first().map(Vec::len) else {
+        return Ok(0);
+    };
+    let per_statement = (MAX_PARAMS / width.max(1)).max(1);
+    let mut written = 0;
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let mut q = SqlBuilder::bulk(backend, head);
+        for (i, row) in rows.by_ref().take(per_statement).enumerate() {
+            debug_assert_eq!(row.len(), width, "every row has the same width");
+            q.push(if i == 0 { "(" } else { ", (" });
+            for (j, v) in row.into_iter().enumerate() {
+                if j > 0 {
+                    q.push(", ");
+                }
+                q.bind_value(v);
+            }
+            q.push(")");
+        }
+        q.push(tail);
+        written += q.query().execute(&mut *conn).await?.rows_affected();
+    }
+    Ok(written)
+}
+
+/// SQL for "the elements of the JSON text array bound at `$n`", as a subquery of texts.
+pub fn json_texts(backend: Backend, n: usize) -> String {
+    match backend {
+        Backend::Sqlite => format!("(select value from json_each(${n}))"),
+        Backend::Postgres => format!("(select json_array_elements_text(${n}::json))"),
+    }
+}
+
+/// SQL for "the elements of the JSON integer array bound at `$n`", as a subquery of bigints.
+pub fn json_ints(backend: Backend, n: usize) -> String {
+    match backend {
+        Backend::Sqlite => format!("(select value from json_each(${n}))"),
+        Backend::Postgres => format!("(select json_array_elements_text(${n}::json)::bigint)"),
+    }
+}
