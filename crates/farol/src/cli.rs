@@ -57,6 +57,9 @@ enum Command {
     Clients(ClientsCommand),
     /// Import clients from CSV/XLSX files (mapping, normalization, dedupe, report).
     Import(crate::import::cli::ImportArgs),
+    /// Benchmark helpers: data generators and raw-load baselines.
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -195,6 +198,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::User(UserCommand::Add(args)) => user_add(config, args).await,
         Command::Clients(ClientsCommand::Export(args)) => export(config, args).await,
         Command::Import(args) => crate::import::cli::run(config, args).await,
+        Command::Bench(command) => crate::bench::run(config, command).await,
     }
 }
 

@@ -68,6 +68,11 @@ const MAX_PARAMS: usize = 30_000;
 /// Inserts `rows` (each with the same number of values) with as few statements as the
 /// parameter limits allow: `head` is `insert into t (a, b, …) values `, `tail` what follows
 /// the values (`on conflict …`, or empty). Returns the number of rows written.
+///
+/// On PostgreSQL the rows travel as one JSON parameter (`json_array_elements`): one statement
+/// shape whatever the row count, prepared and planned once, instead of a multi-row `values`
+/// list that PostgreSQL plans again for every execution (measured 6× slower on 100k clients).
+/// Column types come from the first row's [`SqlValue`] variants.
 pub async fn insert_rows(
     conn: &mut AnyConnection,
     backend: Backend,
@@ -78,6 +83,9 @@ pub async fn insert_rows(
     let Some(width) = rows.first().map(Vec::len) else {
         return Ok(0);
     };
+    if backend == Backend::Postgres {
+        return insert_rows_json(conn, head, tail, rows).await;
+    }
     let per_statement = (MAX_PARAMS / width.max(1)).max(1);
     let mut written = 0;
     let mut rows = rows.into_iter().peekable();
@@ -100,18 +108,73 @@ pub async fn insert_rows(
     Ok(written)
 }
 
-/// SQL for "the elements of the JSON text array bound at `$n`", as a subquery of texts.
+async fn insert_rows_json(
+    conn: &mut AnyConnection,
+    head: &str,
+    tail: &str,
+    rows: Vec<Vec<SqlValue>>,
+) -> DbResult<u64> {
+    let prefix = head
+        .trim_end()
+        .strip_suffix("values")
+        .expect("insert_rows takes `insert into t (…) values `");
+    let columns: Vec<String> = rows[0]
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let ty = match v {
+                SqlValue::Int(_) => "bigint",
+                SqlValue::Real(_) => "double precision",
+                SqlValue::Text(_) => "text",
+            };
+            format!("(e->>{i})::{ty}")
+        })
+        .collect();
+    let sql = format!(
+        "{prefix} select {} from jsonb_array_elements($1::jsonb) e{tail}",
+        columns.join(", ")
+    );
+    let json: Vec<serde_json::Value> = rows
+        .into_iter()
+        .map(|row| {
+            serde_json::Value::Array(
+                row.into_iter()
+                    .map(|v| match v {
+                        SqlValue::Int(i) => i.into(),
+                        SqlValue::Real(f) => f.into(),
+                        SqlValue::Text(t) => t.into(),
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    let body = serde_json::to_string(&json).expect("values serialize");
+    Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(body)
+        .execute(conn)
+        .await?
+        .rows_affected())
+}
+
+/// A `from` item over the JSON text array bound at `$n`: rows with one column, `j.value`.
+///
+/// Put it first and `cross join` the indexed table (`from {json} cross join contacts c where
+/// c.value = j.value`): `cross join` makes SQLite loop over the array and probe the index
+/// (with a plain join it may scan the table and probe the array), and PostgreSQL's generic
+/// plan for `in (select …)` re-reads the whole array for every row of the table.
 pub fn json_texts(backend: Backend, n: usize) -> String {
     match backend {
-        Backend::Sqlite => format!("(select value from json_each(${n}))"),
-        Backend::Postgres => format!("(select json_array_elements_text(${n}::json))"),
+        Backend::Sqlite => format!("json_each(${n}) j"),
+        Backend::Postgres => format!("json_array_elements_text(${n}::json) as j(value)"),
     }
 }
 
-/// SQL for "the elements of the JSON integer array bound at `$n`", as a subquery of bigints.
+/// A `from` item over the JSON integer array bound at `$n`: rows with one column, `j.value`.
 pub fn json_ints(backend: Backend, n: usize) -> String {
     match backend {
-        Backend::Sqlite => format!("(select value from json_each(${n}))"),
-        Backend::Postgres => format!("(select json_array_elements_text(${n}::json)::bigint)"),
+        Backend::Sqlite => format!("json_each(${n}) j"),
+        Backend::Postgres => {
+            format!("(select e::bigint as value from json_array_elements_text(${n}::json) e) j")
+        }
     }
 }

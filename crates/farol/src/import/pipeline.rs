@@ -223,6 +223,7 @@ pub async fn run(
     let mut conn = db.pool().acquire().await.map_err(DbError::from)?;
     match &result {
         Ok(RunEnd::Completed) => {
+            writer::tidy_search_index(&mut conn, db.backend()).await?;
             store::finish(&mut conn, id, owner, Status::Completed, None).await?;
             let mut tx = db.begin().await?;
             let done = store::get_any(&mut tx, id).await?;

@@ -71,7 +71,8 @@ pub struct StartImport {
 
 /// An optional JSON body: empty means absent.
 fn optional_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> ApiResult<Option<T>> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
+    let text = bytes.trim_ascii();
+    if text.is_empty() || text == b"null" {
         return Ok(None);
     }
     crate::api::extract::parse_json(bytes).map(Some)

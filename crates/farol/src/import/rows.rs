@@ -114,11 +114,10 @@ const MAX_TEXT: usize = 500;
 
 /// Splits a cell that may hold several phones or e-mails (`"11 9999-0000 / 11 3333-4444"`).
 fn split_many(raw: &str, email: bool) -> impl Iterator<Item = &str> {
-    raw.split(move |c: char| {
-        matches!(c, ';' | '/' | '|' | '\n') || (email && (c == ',' || c.is_whitespace()))
-    })
-    .map(str::trim)
-    .filter(|s| !s.is_empty())
+    // Whitespace does not separate e-mails: "joao at x.com" is one bad address, not three.
+    raw.split(move |c: char| matches!(c, ';' | '/' | '|' | '\n') || (email && c == ','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
 }
 
 fn clip(s: &str) -> String {

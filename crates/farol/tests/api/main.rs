@@ -7,6 +7,7 @@ mod cli;
 mod clients;
 mod demo;
 mod helpers;
+mod imports;
 mod ops;
 mod rbac;
 mod tenancy;
