@@ -4,6 +4,20 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+/// Why a webhook was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WebhookError {
+    /// Signature missing, malformed or wrong.
+    #[error("invalid webhook signature")]
+    BadSignature,
+    /// The configured verification key does not parse.
+    #[error("invalid verification key: {0}")]
+    BadKey(String),
+    /// The body does not parse.
+    #[error("malformed webhook body: {0}")]
+    Malformed(String),
+}
+
 /// A delivery status reported by a provider.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]

@@ -22,5 +22,6 @@ pub mod http;
 pub mod secret;
 pub mod template;
 
-pub use events::{DeliveryEvent, DeliveryStatus, InboundMessage, is_opt_out};
+pub use events::{DeliveryEvent, DeliveryStatus, InboundMessage, WebhookError, is_opt_out};
 pub use secret::Secret;
+pub mod whatsapp;

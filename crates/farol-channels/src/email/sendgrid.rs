@@ -20,7 +20,7 @@ use crate::channel::{
     BoxFuture, Channel, ChannelKind, Content, OutboundMessage, Recipient, SendError, SendReceipt,
 };
 use crate::email::{domain_of, message_id_for};
-use crate::events::{DeliveryEvent, DeliveryStatus};
+use crate::events::{DeliveryEvent, DeliveryStatus, WebhookError};
 use crate::http;
 use crate::secret::Secret;
 
@@ -219,20 +219,6 @@ impl Channel for SendGridChannel {
 pub const SIGNATURE_HEADER: &str = "X-Twilio-Email-Event-Webhook-Signature";
 /// Header carrying the timestamp that is signed together with the body.
 pub const TIMESTAMP_HEADER: &str = "X-Twilio-Email-Event-Webhook-Timestamp";
-
-/// Why a webhook was rejected.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum WebhookError {
-    /// Signature missing, malformed or wrong.
-    #[error("invalid webhook signature")]
-    BadSignature,
-    /// The configured verification key does not parse.
-    #[error("invalid verification key: {0}")]
-    BadKey(String),
-    /// The body does not parse.
-    #[error("malformed webhook body: {0}")]
-    Malformed(String),
-}
 
 /// Verifies a SendGrid Event Webhook: ECDSA over `timestamp + raw body` with the account's
 /// verification key (base64 DER public key, as shown in SendGrid's settings).

@@ -16,9 +16,8 @@ use serde_json::{Value, json};
 use crate::channel::{
     BoxFuture, Channel, ChannelKind, Content, OutboundMessage, Recipient, SendError, SendReceipt,
 };
-use crate::email::sendgrid::WebhookError;
 use crate::email::sigv4::{self, AwsCredentials, SigningRequest};
-use crate::events::{DeliveryEvent, DeliveryStatus};
+use crate::events::{DeliveryEvent, DeliveryStatus, WebhookError};
 use crate::http;
 
 /// SES settings.
