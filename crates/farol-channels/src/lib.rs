@@ -24,4 +24,5 @@ pub mod template;
 
 pub use events::{DeliveryEvent, DeliveryStatus, InboundMessage, WebhookError, is_opt_out};
 pub use secret::Secret;
+pub mod smartico;
 pub mod whatsapp;

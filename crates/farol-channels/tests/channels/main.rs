@@ -3,4 +3,5 @@
 
 mod common;
 mod email;
+mod smartico;
 mod whatsapp;
