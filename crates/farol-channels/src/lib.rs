@@ -24,5 +24,8 @@ pub mod template;
 
 pub use events::{DeliveryEvent, DeliveryStatus, InboundMessage, WebhookError, is_opt_out};
 pub use secret::Secret;
+pub mod retry;
 pub mod smartico;
+pub mod sms;
+pub mod webhook;
 pub mod whatsapp;

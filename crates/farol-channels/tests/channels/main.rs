@@ -4,4 +4,6 @@
 mod common;
 mod email;
 mod smartico;
+mod sms;
+mod webhook;
 mod whatsapp;
