@@ -1,7 +1,7 @@
 //! Message templates written by users (minijinja syntax, `{{ nome }}`), per channel.
 //!
 //! The engine is strict: an undefined variable is a render error, not an empty string, and every
-//! render has a `fuel` budget so a runaway loop in a user template stops. [`validate`] checks a
+//! render has a `fuel` budget so a runaway loop in a user template stops. [`validate`](crate::template::validate) checks a
 //! template against the variables Farol knows before it is saved, naming each unknown one.
 //!
 //! Variables (pt-BR names, as users see them in the seeds): `nome`, `razao_social`, `email`,

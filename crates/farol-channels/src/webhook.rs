@@ -4,7 +4,7 @@
 //! Body: `{"id": <idempotency key>, "type": <event>, "created_at": <RFC 3339>, "data": …,
 //! "metadata": {…}}`. Headers: `X-Farol-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of
 //! "<t>.<body>">`, `X-Farol-Event`, `Idempotency-Key`. Receivers verify with
-//! [`verify_signature`] and reject stale timestamps (replay protection). 2xx is success; 410 means
+//! [`verify_signature`](crate::webhook::verify_signature) and reject stale timestamps (replay protection). 2xx is success; 410 means
 //! the endpoint is gone (permanent, contact invalid); other 4xx are permanent; 408/429/5xx,
 //! timeouts and connection errors are retried per the channel's [`Backoff`].
 
