@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """A local SMTP sink for tests: accepts every message and saves it as JSON in a directory.
 
-Usage: smtp_sink.py --dir DIR [--port 0] [--auth USER:PASSWORD]
+Usage: smtp_sink.py --dir DIR [--port 0] [--auth USER:PASSWORD] [--tls-cert CERT --tls-key KEY]
 
 Prints "PORT <n>" on stdout once listening (port 0 picks a free one). Each message is saved as
 DIR/<n>.json with mail_from, rcpt_tos, authenticated login, the raw data, and the decoded
 subject, headers and leaf parts (content type + decoded body). With --auth, AUTH
-(PLAIN/LOGIN, allowed without TLS since this is local) is required and checked.
+(PLAIN/LOGIN) is required and checked; it is allowed without TLS unless --tls-cert is given, in
+which case STARTTLS is offered and required before AUTH and MAIL.
 """
 import argparse
 import asyncio
@@ -16,6 +17,7 @@ import itertools
 import json
 import logging
 import os
+import ssl
 import sys
 import warnings
 
@@ -33,6 +35,7 @@ class Saver:
             "mail_from": envelope.mail_from,
             "rcpt_tos": envelope.rcpt_tos,
             "login": session.auth_data.decode() if isinstance(session.auth_data, bytes) else None,
+            "tls": session.ssl is not None,
             "data": envelope.content.decode("utf-8", errors="replace"),
         }
         parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
@@ -68,12 +71,18 @@ async def main():
     parser.add_argument("--dir", required=True)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--auth")
+    parser.add_argument("--tls-cert")
+    parser.add_argument("--tls-key")
     args = parser.parse_args()
     os.makedirs(args.dir, exist_ok=True)
     handler = Saver(args.dir)
     kwargs = {}
     if args.auth:
-        kwargs = dict(authenticator=authenticator(args.auth), auth_required=True, auth_require_tls=False)
+        kwargs.update(authenticator=authenticator(args.auth), auth_required=True, auth_require_tls=bool(args.tls_cert))
+    if args.tls_cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        kwargs.update(tls_context=context, require_starttls=True)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: SMTP(handler, hostname="sink.local", **kwargs), "127.0.0.1", args.port)
     port = server.sockets[0].getsockname()[1]

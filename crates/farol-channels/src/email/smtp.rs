@@ -7,7 +7,7 @@ use std::time::Duration;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::{Error as SmtpError, PoolConfig};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::Deserialize;
@@ -53,7 +53,10 @@ pub struct SmtpConfig {
     /// Per-command timeout.
     #[serde(default = "default_timeout", with = "secs")]
     pub timeout: Duration,
-    /// Accept any certificate (self-signed test relays). Never in production.
+    /// Extra trusted root certificates (PEM), for relays with a private CA.
+    #[serde(default)]
+    pub root_certificates_pem: Option<String>,
+    /// Accept any certificate and host name. Never in production.
     #[serde(default)]
     pub dangerous_accept_invalid_certs: bool,
 }
@@ -110,9 +113,13 @@ impl SmtpChannel {
             .parse()
             .map_err(|_| SmtpConfigError::From(config.from.clone()))?;
         let tls_params = || {
-            TlsParameters::builder(config.host.clone())
+            let mut builder = TlsParameters::builder(config.host.clone())
                 .dangerous_accept_invalid_certs(config.dangerous_accept_invalid_certs)
-                .build_rustls()
+                .dangerous_accept_invalid_hostnames(config.dangerous_accept_invalid_certs);
+            if let Some(pem) = &config.root_certificates_pem {
+                builder = builder.add_root_certificate(Certificate::from_pem(pem.as_bytes())?);
+            }
+            builder.build_rustls()
         };
         let (tls, default_port) = match config.security {
             SmtpSecurity::Tls => (Tls::Wrapper(tls_params()?), 465),

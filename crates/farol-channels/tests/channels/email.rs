@@ -59,14 +59,93 @@ fn venv_python() -> PathBuf {
     python
 }
 
+/// A throwaway CA and a server certificate for 127.0.0.1/localhost signed by it (openssl CLI),
+/// so the STARTTLS test verifies the chain and host name for real.
+fn make_test_pki(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let status = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "the STARTTLS test needs the openssl CLI (openssl {args:?} failed)"
+        );
+    };
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=Farol Test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    ]);
+}
+
 impl SmtpSink {
     fn start(auth: Option<&str>) -> Self {
+        Self::start_with(auth, false)
+    }
+
+    /// With `starttls`, a throwaway self-signed certificate (made with the `openssl` CLI) is
+    /// offered and STARTTLS is required before AUTH and MAIL.
+    fn start_with(auth: Option<&str>, starttls: bool) -> Self {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/smtp_sink.py");
         let dir = tempfile::tempdir().unwrap();
         let mut cmd = Command::new(venv_python());
         cmd.arg(&script).arg("--dir").arg(dir.path());
         if let Some(auth) = auth {
             cmd.args(["--auth", auth]);
+        }
+        if starttls {
+            make_test_pki(dir.path());
+            cmd.arg("--tls-cert")
+                .arg(dir.path().join("server.pem"))
+                .arg("--tls-key")
+                .arg(dir.path().join("server.key"));
         }
         let mut child = cmd
             .stdin(Stdio::piped())
@@ -109,6 +188,7 @@ impl SmtpSink {
             from: "Farol <noreply@farol.test>".into(),
             pool_max_size: 2,
             timeout: Duration::from_secs(10),
+            root_certificates_pem: None,
             dangerous_accept_invalid_certs: false,
         }
     }
@@ -173,6 +253,41 @@ async fn smtp_delivers_multipart_with_unsubscribe_headers_and_stable_message_id(
 }
 
 #[tokio::test]
+async fn smtp_upgrades_with_starttls_over_rustls_before_authenticating() {
+    let sink = SmtpSink::start_with(Some("farol:s3cret"), true);
+    let mut config = sink.config(Some(("farol", "s3cret")));
+    config.security = SmtpSecurity::StartTls;
+    // A certificate from an unknown CA is refused before anything is sent.
+    let untrusted = SmtpChannel::new(&config).unwrap();
+    let err = untrusted
+        .send(&email("maria@cliente.test", "k-untrusted"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("certificate"), "{err:?}");
+    assert!(sink.messages().is_empty());
+
+    config.root_certificates_pem =
+        Some(std::fs::read_to_string(sink.dir.path().join("ca.pem")).unwrap());
+    let channel = SmtpChannel::new(&config).unwrap();
+    channel
+        .send(&email("maria@cliente.test", "k-tls"))
+        .await
+        .unwrap();
+    let messages = sink.messages();
+    assert_eq!(messages[0]["tls"], true);
+    assert_eq!(messages[0]["login"], "farol");
+
+    // Without TLS the server refuses to go on: a configuration error, not a retry.
+    let plain = SmtpChannel::new(&sink.config(Some(("farol", "s3cret")))).unwrap();
+    let err = plain
+        .send(&email("maria@cliente.test", "k-plain"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SendError::Permanent { .. }), "{err:?}");
+    assert_eq!(sink.messages().len(), 1);
+}
+
+#[tokio::test]
 async fn smtp_sends_text_only_mail_without_auth() {
     let sink = SmtpSink::start(None);
     let channel = SmtpChannel::new(&sink.config(None)).unwrap();
@@ -221,6 +336,7 @@ async fn smtp_unreachable_server_is_transient_and_bad_address_is_invalid_contact
         from: "noreply@farol.test".into(),
         pool_max_size: 1,
         timeout: Duration::from_secs(5),
+        root_certificates_pem: None,
         dangerous_accept_invalid_certs: false,
     };
     let channel = SmtpChannel::new(&config).unwrap();
