@@ -423,12 +423,11 @@ pub struct SmarticoClient {
     permits: Arc<Semaphore>,
 }
 
-enum BatchOutcome {
-    Done {
-        accepted: usize,
-        duplicates: usize,
-        failed: Vec<EventFailure>,
-    },
+/// What one batch came to.
+struct BatchOutcome {
+    accepted: usize,
+    duplicates: usize,
+    failed: Vec<EventFailure>,
 }
 
 impl SmarticoClient {
@@ -495,7 +494,7 @@ impl SmarticoClient {
         }
         while let Some(result) = tasks.join_next().await {
             match result {
-                Ok(BatchOutcome::Done {
+                Ok(BatchOutcome {
                     accepted,
                     duplicates,
                     failed,
@@ -606,7 +605,7 @@ impl SmarticoClient {
 }
 
 fn fail_all(events: &[SmarticoEvent], code: &str, message: &str) -> BatchOutcome {
-    BatchOutcome::Done {
+    BatchOutcome {
         accepted: 0,
         duplicates: 0,
         failed: events
@@ -646,7 +645,7 @@ fn reconcile(events: &[SmarticoEvent], response: &ApiResponse) -> BatchOutcome {
             }
         }
     }
-    BatchOutcome::Done {
+    BatchOutcome {
         accepted,
         duplicates,
         failed,
@@ -840,7 +839,7 @@ mod tests {
             "c": [{"error_code": 10001, "error_message": "user not found"}]
         }}))
         .unwrap();
-        let BatchOutcome::Done {
+        let BatchOutcome {
             accepted,
             duplicates,
             failed,

@@ -74,7 +74,7 @@ impl SesChannel {
             ));
         };
         let to = match name {
-            Some(name) => format!("\"{}\" <{address}>", name.replace(['"', '\\'], "")),
+            Some(name) => format!("{} <{address}>", display_name(name)),
             None => address.clone(),
         };
         let mut body = json!({ "Text": { "Data": content.text, "Charset": "UTF-8" } });
@@ -117,6 +117,19 @@ impl SesChannel {
             request["EmailTags"] = Value::Array(tags);
         }
         Ok(request)
+    }
+}
+
+/// A display name for SES: quoted ASCII, or an RFC 2047 encoded word (SES rejects raw non-ASCII).
+fn display_name(name: &str) -> String {
+    use base64::Engine;
+    if name.is_ascii() {
+        format!("\"{}\"", name.replace(['"', '\\'], ""))
+    } else {
+        format!(
+            "=?UTF-8?B?{}?=",
+            base64::engine::general_purpose::STANDARD.encode(name)
+        )
     }
 }
 
@@ -416,6 +429,12 @@ mod tests {
             "Message": message.to_string(),
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn non_ascii_display_names_are_encoded_words() {
+        assert_eq!(display_name("Maria \"M\" Silva"), "\"Maria M Silva\"");
+        assert_eq!(display_name("João"), "=?UTF-8?B?Sm/Do28=?=");
     }
 
     #[test]

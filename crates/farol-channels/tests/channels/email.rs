@@ -615,6 +615,10 @@ async fn fake_ses(log: Log, method: Method, uri: Uri, headers: HeaderMap, body: 
             "InternalFailure",
             "internal",
         ),
+        t if t.starts_with("slow") => {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Json(json!({ "MessageId": "late" })).into_response()
+        }
         _ => Json(json!({ "MessageId": "0100018c-ses-id" })).into_response(),
     }
 }
@@ -637,7 +641,7 @@ async fn ses(secret: &str) -> (SesChannel, Log) {
         credentials,
         from: "Farol <noreply@farol.test>".into(),
         configuration_set: Some("farol-events".into()),
-        timeout: Duration::from_secs(5),
+        timeout: Duration::from_millis(500),
     });
     (channel, log)
 }
@@ -697,6 +701,11 @@ async fn ses_maps_throttling_rejection_and_signature_errors() {
             .await
             .unwrap_err()
             .is_transient()
+    );
+    let slow = channel.send(&email("slow@x.test", "k")).await.unwrap_err();
+    assert!(
+        matches!(&slow, SendError::Transient { reason, .. } if reason.contains("timeout")),
+        "{slow:?}"
     );
     let rejected = channel
         .send(&email("rejected@x.test", "k"))

@@ -28,6 +28,8 @@ struct Fake {
     max_in_flight: Arc<AtomicUsize>,
     batch_sizes: Arc<Mutex<Vec<usize>>>,
     brands: Arc<Mutex<HashSet<String>>>,
+    /// How many of the next requests answer only after the client's timeout.
+    slow: Arc<AtomicUsize>,
 }
 
 fn invalid(message: &str) -> Response {
@@ -55,6 +57,13 @@ async fn fake_smartico(State(fake): State<Fake>, headers: HeaderMap, body: Bytes
     let now = fake.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     fake.max_in_flight.fetch_max(now, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(10)).await;
+    if fake
+        .slow
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
     let response = handle(&fake, &headers, &body);
     fake.in_flight.fetch_sub(1, Ordering::SeqCst);
     response
@@ -114,6 +123,7 @@ async fn client(token: &str, fake: &Fake, parallel: usize) -> SmarticoClient {
     let mut config = SmarticoConfig::new(base, token);
     config.ext_brand_id = Some("farol-brand".into());
     config.max_parallel_requests = parallel;
+    config.timeout = Duration::from_secs(1);
     config.backoff = Backoff {
         base: Duration::from_millis(1),
         cap: Duration::from_millis(5),
@@ -228,4 +238,15 @@ async fn smartico_events_carry_the_brand_and_the_documented_shape() {
         e["payload"],
         json!({"+core_external_segment": ["CLUSTER_5"], "skip_cjm": true})
     );
+}
+
+#[tokio::test]
+async fn smartico_retries_a_request_that_timed_out() {
+    let fake = Fake::default();
+    fake.slow.store(1, Ordering::SeqCst);
+    let client = client("label-token-123", &fake, 1).await;
+    let report = client.push(events(8)).await;
+    assert_eq!(report.accepted, 3);
+    assert_eq!(report.failed.len(), 5, "the five unknown users");
+    assert_eq!(report.requests, 2);
 }

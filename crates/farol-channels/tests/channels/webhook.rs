@@ -47,6 +47,12 @@ async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> 
     StatusCode::NO_CONTENT
 }
 
+async fn slow(State(r): State<Receiver>) -> StatusCode {
+    *r.attempts.lock().unwrap() += 1;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    StatusCode::OK
+}
+
 async fn setup(
     secret: &str,
     answers: &[StatusCode],
@@ -60,12 +66,13 @@ async fn setup(
     let base = crate::common::serve(
         Router::new()
             .route("/hook", post(receive))
+            .route("/slow", post(slow))
             .with_state(receiver.clone()),
     )
     .await;
     let channel = WebhookChannel::new(WebhookConfig {
         secret: Secret::new(secret),
-        timeout: Duration::from_secs(5),
+        timeout: Duration::from_millis(500),
         backoff: Backoff {
             base: Duration::from_millis(1),
             cap: Duration::from_millis(2),
@@ -133,4 +140,19 @@ async fn webhook_does_not_retry_permanent_failures() {
         4,
         "one attempt plus three retries"
     );
+}
+
+#[tokio::test]
+async fn webhook_timeouts_are_transient_and_retried() {
+    let (channel, receiver, mut msg) = setup("whsec_test", &[]).await;
+    let Recipient::Url { url } = &mut msg.to else {
+        unreachable!()
+    };
+    *url = url.replace("/hook", "/slow");
+    let err = channel.send(&msg).await.unwrap_err();
+    assert!(
+        matches!(&err, SendError::Transient { reason, .. } if reason.contains("timeout")),
+        "{err:?}"
+    );
+    assert_eq!(*receiver.attempts.lock().unwrap(), 4);
 }

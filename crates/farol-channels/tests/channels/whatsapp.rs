@@ -330,6 +330,15 @@ async fn wpp_action(
                     json!({"status": "Error", "message": "Error sending the message."}),
                 );
             }
+            if phone == "5511900000999" {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            if phone == "5511900000500" {
+                return wpp_json(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    json!({"status": "Error", "message": "Error sending the message."}),
+                );
+            }
             if phone == "5511900000000" {
                 return wpp_json(
                     StatusCode::BAD_REQUEST,
@@ -358,7 +367,7 @@ async fn wpp_server() -> (WppConnectClient, Wpp) {
     let client = WppConnectClient::new(WppConnectConfig {
         base_url: base,
         secret_key: Secret::new("THISISMYSECURETOKEN"),
-        timeout: Duration::from_secs(5),
+        timeout: Duration::from_millis(500),
     });
     (client, wpp)
 }
@@ -433,6 +442,18 @@ async fn wppconnect_session_lifecycle_follows_the_documented_routes() {
         json!({"phone": "5511987654321", "isGroup": false, "filename": "proposta.pdf", "path": "https://farol.test/f/proposta.pdf", "caption": "Sua proposta"})
     );
 
+    assert!(
+        session
+            .send(&text("+5511900000500"))
+            .await
+            .unwrap_err()
+            .is_transient()
+    );
+    let slow = session.send(&text("+5511900000999")).await.unwrap_err();
+    assert!(
+        matches!(&slow, SendError::Transient { reason, .. } if reason.contains("timeout")),
+        "{slow:?}"
+    );
     let missing = session.send(&text("+5511900000000")).await.unwrap_err();
     assert!(
         matches!(
