@@ -3,17 +3,24 @@
 use std::time::Duration;
 
 use rand::Rng;
+use serde::Deserialize;
 
 /// Exponential backoff with "full jitter": the delay before retry `n` (0-based) is uniform in
 /// `[0, min(cap, base * 2^n)]`. A provider's `Retry-After` wins over the computed delay (still
 /// capped by `max_retry_after`), because retrying earlier only earns another 429.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// Deserializes from `{"base_ms", "cap_ms", "max_retry_after_ms", "max_retries"}` (all optional).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default)]
 pub struct Backoff {
     /// Delay scale for the first retry.
+    #[serde(rename = "base_ms", with = "crate::serde_util::millis")]
     pub base: Duration,
     /// Largest computed delay.
+    #[serde(rename = "cap_ms", with = "crate::serde_util::millis")]
     pub cap: Duration,
     /// Largest `Retry-After` honored; longer requests are clamped to it.
+    #[serde(rename = "max_retry_after_ms", with = "crate::serde_util::millis")]
     pub max_retry_after: Duration,
     /// How many retries before giving up (attempts = retries + 1).
     pub max_retries: u32,

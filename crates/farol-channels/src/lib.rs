@@ -36,6 +36,8 @@ pub mod http;
 pub mod retry;
 /// A string secret whose `Debug` redacts.
 pub mod secret;
+/// Serde helpers for settings.
+mod serde_util;
 /// Smartico external events API.
 pub mod smartico;
 /// SMS adapters (Twilio-compatible).

@@ -292,27 +292,55 @@ pub fn batch(
     (batches, oversized)
 }
 
-/// Smartico settings.
-#[derive(Debug, Clone)]
+/// Smartico settings. In JSON only `base_url` and `label_token` are required; limits default to
+/// the documented maximums (and are clamped to them).
+#[derive(Debug, Clone, Deserialize)]
 pub struct SmarticoConfig {
     /// API base URL, `https://apis{N}.smartico.ai` (the path is appended).
     pub base_url: String,
     /// The label's API token (sent as `Authorization: <token>`).
     pub label_token: Secret,
     /// Brand id put on every event that has none.
+    #[serde(default)]
     pub ext_brand_id: Option<String>,
-    /// Request timeout.
+    /// Request timeout (`timeout_secs` in JSON).
+    #[serde(
+        rename = "timeout_secs",
+        default = "default_timeout",
+        with = "crate::serde_util::secs"
+    )]
     pub timeout: Duration,
     /// Events per request (≤ 4,000).
+    #[serde(default = "default_max_events")]
     pub max_events_per_request: usize,
     /// Bytes per request (≤ 10 MB).
+    #[serde(default = "default_max_bytes")]
     pub max_bytes_per_request: usize,
     /// Requests in flight (≤ 12).
+    #[serde(default = "default_max_parallel")]
     pub max_parallel_requests: usize,
     /// Requests per minute (≤ 6,000).
+    #[serde(default = "default_max_per_minute")]
     pub max_requests_per_minute: u32,
     /// Retry policy for transient failures of a whole request.
+    #[serde(default)]
     pub backoff: Backoff,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_events() -> usize {
+    MAX_EVENTS_PER_REQUEST
+}
+fn default_max_bytes() -> usize {
+    MAX_BYTES_PER_REQUEST
+}
+fn default_max_parallel() -> usize {
+    MAX_PARALLEL_REQUESTS
+}
+fn default_max_per_minute() -> u32 {
+    MAX_REQUESTS_PER_MINUTE
 }
 
 impl SmarticoConfig {
@@ -322,7 +350,7 @@ impl SmarticoConfig {
             base_url: base_url.into(),
             label_token: label_token.into(),
             ext_brand_id: None,
-            timeout: Duration::from_secs(60),
+            timeout: default_timeout(),
             max_events_per_request: MAX_EVENTS_PER_REQUEST,
             max_bytes_per_request: MAX_BYTES_PER_REQUEST,
             max_parallel_requests: MAX_PARALLEL_REQUESTS,

@@ -27,13 +27,19 @@ use crate::secret::Secret;
 pub const SIGNATURE_HEADER: &str = "X-Farol-Signature";
 
 /// Outbound webhook settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Deserialize)]
 pub struct WebhookConfig {
     /// Shared signing secret.
     pub secret: Secret,
-    /// Request timeout.
+    /// Request timeout (`timeout_secs` in JSON).
+    #[serde(
+        rename = "timeout_secs",
+        default = "crate::serde_util::default_timeout",
+        with = "crate::serde_util::secs"
+    )]
     pub timeout: Duration,
     /// In-process retries of transient failures.
+    #[serde(default)]
     pub backoff: Backoff,
 }
 

@@ -28,18 +28,29 @@ use crate::secret::Secret;
 pub const DEFAULT_BASE_URL: &str = "https://api.sendgrid.com";
 
 /// SendGrid settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct SendGridConfig {
     /// API base URL (tests point it at a local server).
+    #[serde(default = "default_base_url")]
     pub base_url: String,
     /// API key with Mail Send permission.
     pub api_key: Secret,
     /// From address.
     pub from_email: String,
     /// From display name.
+    #[serde(default)]
     pub from_name: Option<String>,
-    /// Request timeout.
+    /// Request timeout (`timeout_secs` in JSON).
+    #[serde(
+        rename = "timeout_secs",
+        default = "crate::serde_util::default_timeout",
+        with = "crate::serde_util::secs"
+    )]
     pub timeout: Duration,
+}
+
+fn default_base_url() -> String {
+    DEFAULT_BASE_URL.into()
 }
 
 impl SendGridConfig {

@@ -21,19 +21,26 @@ use crate::events::{DeliveryEvent, DeliveryStatus, WebhookError};
 use crate::http;
 
 /// SES settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct SesConfig {
     /// AWS region (`us-east-1`, `sa-east-1`).
     pub region: String,
     /// Endpoint override (tests); defaults to `https://email.{region}.amazonaws.com`.
+    #[serde(default)]
     pub endpoint: Option<String>,
     /// Credentials.
     pub credentials: AwsCredentials,
     /// `FromEmailAddress` (`Farol <noreply@example.com>`).
     pub from: String,
     /// Configuration set that routes events to SNS.
+    #[serde(default)]
     pub configuration_set: Option<String>,
-    /// Request timeout.
+    /// Request timeout (`timeout_secs` in JSON).
+    #[serde(
+        rename = "timeout_secs",
+        default = "crate::serde_util::default_timeout",
+        with = "crate::serde_util::secs"
+    )]
     pub timeout: Duration,
 }
 

@@ -5,6 +5,7 @@
 
 use hmac::{Hmac, Mac};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::secret::Secret;
@@ -19,13 +20,14 @@ const URI_UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~');
 
 /// AWS credentials.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct AwsCredentials {
     /// Access key id.
     pub access_key_id: String,
     /// Secret access key.
     pub secret_access_key: Secret,
     /// Session token for temporary credentials (`x-amz-security-token`).
+    #[serde(default)]
     pub session_token: Option<Secret>,
 }
 

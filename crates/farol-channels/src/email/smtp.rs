@@ -50,8 +50,12 @@ pub struct SmtpConfig {
     /// Largest number of pooled connections.
     #[serde(default = "default_pool_size")]
     pub pool_max_size: u32,
-    /// Per-command timeout.
-    #[serde(default = "default_timeout", with = "secs")]
+    /// Per-command timeout, seconds in JSON (`timeout_secs`).
+    #[serde(
+        rename = "timeout_secs",
+        default = "default_timeout",
+        with = "crate::serde_util::secs"
+    )]
     pub timeout: Duration,
     /// Extra trusted root certificates (PEM), for relays with a private CA.
     #[serde(default)]
@@ -67,15 +71,6 @@ fn default_pool_size() -> u32 {
 
 fn default_timeout() -> Duration {
     Duration::from_secs(30)
-}
-
-mod secs {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_secs)
-    }
 }
 
 /// Errors building the transport from its configuration.

@@ -25,8 +25,9 @@ use crate::secret::Secret;
 /// Twilio's API base URL.
 pub const DEFAULT_BASE_URL: &str = "https://api.twilio.com";
 
-/// Who the SMS comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who the SMS comes from (`{"from": "+55…"}` or `{"messaging_service": "MG…"}` in JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TwilioSender {
     /// A phone number or alphanumeric sender id (`From`).
     From(String),
@@ -35,9 +36,10 @@ pub enum TwilioSender {
 }
 
 /// Twilio settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct TwilioConfig {
     /// API base URL (other Twilio-compatible providers or tests).
+    #[serde(default = "default_base_url")]
     pub base_url: String,
     /// Account SID (`AC…`), in the path.
     pub account_sid: String,
@@ -48,9 +50,19 @@ pub struct TwilioConfig {
     /// The sender.
     pub sender: TwilioSender,
     /// URL Twilio posts status changes to.
+    #[serde(default)]
     pub status_callback: Option<String>,
-    /// Request timeout.
+    /// Request timeout (`timeout_secs` in JSON).
+    #[serde(
+        rename = "timeout_secs",
+        default = "crate::serde_util::default_timeout",
+        with = "crate::serde_util::secs"
+    )]
     pub timeout: Duration,
+}
+
+fn default_base_url() -> String {
+    DEFAULT_BASE_URL.into()
 }
 
 /// The Twilio SMS channel.

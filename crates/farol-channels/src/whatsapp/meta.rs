@@ -30,18 +30,33 @@ pub const DEFAULT_API_VERSION: &str = "v23.0";
 pub const SERVICE_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Meta Cloud API settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct MetaConfig {
     /// Graph base URL (tests point it at a local server).
+    #[serde(default = "default_base_url")]
     pub base_url: String,
     /// Graph API version (`v23.0`).
+    #[serde(default = "default_api_version")]
     pub api_version: String,
     /// The sending phone number's id.
     pub phone_number_id: String,
     /// System-user access token.
     pub access_token: Secret,
-    /// Request timeout.
+    /// Request timeout (`timeout_secs` in JSON).
+    #[serde(
+        rename = "timeout_secs",
+        default = "crate::serde_util::default_timeout",
+        with = "crate::serde_util::secs"
+    )]
     pub timeout: Duration,
+}
+
+fn default_base_url() -> String {
+    DEFAULT_BASE_URL.into()
+}
+
+fn default_api_version() -> String {
+    DEFAULT_API_VERSION.into()
 }
 
 impl MetaConfig {

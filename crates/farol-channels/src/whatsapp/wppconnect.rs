@@ -26,13 +26,18 @@ use crate::http;
 use crate::secret::Secret;
 
 /// WPPConnect server settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct WppConnectConfig {
     /// Server URL (`http://wppconnect:21465`).
     pub base_url: String,
     /// The server's `secretKey`, used only to generate session tokens.
     pub secret_key: Secret,
-    /// Request timeout (sends through WhatsApp Web can be slow).
+    /// Request timeout (sends through WhatsApp Web can be slow; `timeout_secs` in JSON).
+    #[serde(
+        rename = "timeout_secs",
+        default = "crate::serde_util::default_timeout",
+        with = "crate::serde_util::secs"
+    )]
     pub timeout: Duration,
 }
 
