@@ -187,6 +187,18 @@ pub enum Content {
     },
 }
 
+impl Content {
+    /// The channel this content is for.
+    pub fn kind(&self) -> ChannelKind {
+        match self {
+            Self::Email(_) => ChannelKind::Email,
+            Self::WhatsApp(_) => ChannelKind::WhatsApp,
+            Self::Sms { .. } => ChannelKind::Sms,
+            Self::Json { .. } => ChannelKind::Webhook,
+        }
+    }
+}
+
 /// One message to deliver through one channel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboundMessage {
@@ -291,6 +303,16 @@ impl SendError {
         matches!(self, Self::Transient { .. })
     }
 
+    /// A short code to store with a failed delivery: the provider/local code for permanent
+    /// errors, `transient` or `outside_window` otherwise.
+    pub fn code(&self) -> &str {
+        match self {
+            Self::Transient { .. } => "transient",
+            Self::Permanent { code, .. } => code,
+            Self::OutsideWindow => "outside_window",
+        }
+    }
+
     /// The provider-requested wait, if any.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -368,6 +390,24 @@ mod tests {
         assert!(
             matches!(err, SendError::Permanent { ref code, .. } if code == "unsupported_content")
         );
+    }
+
+    #[test]
+    fn content_knows_its_channel_and_errors_their_code() {
+        assert_eq!(
+            Content::Sms {
+                body: String::new()
+            }
+            .kind(),
+            ChannelKind::Sms
+        );
+        assert_eq!(
+            Content::Email(EmailContent::default()).kind(),
+            ChannelKind::Email
+        );
+        assert_eq!(SendError::invalid_contact("21211", "x").code(), "21211");
+        assert_eq!(SendError::transient("x").code(), "transient");
+        assert_eq!(SendError::OutsideWindow.code(), "outside_window");
     }
 
     #[test]

@@ -95,6 +95,11 @@ async fn fake_meta(
         "5511900000429" => graph_error(StatusCode::BAD_REQUEST, 130429, "Rate limit hit"),
         "5511900000056" => graph_error(StatusCode::BAD_REQUEST, 131056, "Pair rate limit hit"),
         "5511900000502" => (StatusCode::BAD_GATEWAY, "<html>bad gateway</html>").into_response(),
+        "5511900000004" => {
+            let mut response = graph_error(StatusCode::TOO_MANY_REQUESTS, 4, "Application request limit reached");
+            response.headers_mut().insert("retry-after", "9".parse().unwrap());
+            response
+        }
         "5511900000999" => {
             tokio::time::sleep(Duration::from_secs(5)).await;
             StatusCode::OK.into_response()
@@ -197,6 +202,12 @@ async fn meta_error_codes_drive_the_retry_policy() {
             .await
             .unwrap_err()
             .is_transient()
+    );
+    let app_limit = channel.send(&text("+5511900000004")).await.unwrap_err();
+    assert_eq!(
+        app_limit.retry_after(),
+        Some(Duration::from_secs(9)),
+        "{app_limit:?}"
     );
     let slow = channel.send(&text("+5511900000999")).await.unwrap_err();
     assert!(
