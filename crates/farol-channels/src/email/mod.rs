@@ -4,6 +4,7 @@ pub mod sendgrid;
 pub mod ses;
 pub mod sigv4;
 pub mod smtp;
+pub mod sns;
 
 use sha2::{Digest, Sha256};
 

@@ -291,10 +291,9 @@ struct SnsEnvelope {
 /// Parses an SNS POST body carrying SES notifications (`notificationType`) or configuration-set
 /// events (`eventType`): Bounce, Complaint, Delivery, Reject.
 ///
-/// SNS signs its messages with an RSA key whose certificate must be fetched from
-/// `SigningCertURL`; that check is **not implemented yet** (TODO). Until it is, the caller must
-/// accept only configured topic ARNs (`allowed_topics`) and should expose the endpoint under an
-/// unguessable path.
+/// Check the message's signature first with [`crate::email::sns::SnsVerifier::verify`]; this
+/// function additionally accepts only the configured topic ARNs (`allowed_topics`), so a
+/// correctly signed message from someone else's topic is refused too.
 pub fn parse_sns(raw_body: &[u8], allowed_topics: &[String]) -> Result<SnsMessage, WebhookError> {
     let envelope: SnsEnvelope =
         serde_json::from_slice(raw_body).map_err(|e| WebhookError::Malformed(e.to_string()))?;

@@ -742,3 +742,128 @@ async fn email_adapters_refuse_other_content() {
     assert!(channel.send(&wrong_recipient).await.is_err());
     assert!(log.lock().unwrap().is_empty());
 }
+
+// ---------------------------------------------------------------------------------------------
+// SES notifications through SNS, with real RSA signatures made by the openssl CLI.
+
+fn openssl_sign(dir: &Path, digest: &str, data: &str) -> String {
+    let input = dir.join("to-sign.txt");
+    std::fs::write(&input, data).unwrap();
+    let out = Command::new("openssl")
+        .args(["dgst", digest, "-sign"])
+        .arg(dir.join("sns.key"))
+        .arg(&input)
+        .output()
+        .expect("the SNS test needs the openssl CLI");
+    assert!(out.status.success(), "openssl dgst failed");
+    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, out.stdout)
+}
+
+#[tokio::test]
+async fn sns_signatures_are_verified_against_the_fetched_certificate() {
+    use farol_channels::WebhookError;
+    use farol_channels::email::ses::{SnsMessage, parse_sns};
+    use farol_channels::email::sns::SnsVerifier;
+
+    let dir = tempfile::tempdir().unwrap();
+    let status = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=sns.amazonaws.com",
+        ])
+        .arg("-keyout")
+        .arg(dir.path().join("sns.key"))
+        .arg("-out")
+        .arg(dir.path().join("sns.pem"))
+        .stderr(Stdio::null())
+        .status();
+    assert!(
+        status.is_ok_and(|s| s.success()),
+        "the SNS test needs the openssl CLI"
+    );
+    let pem = std::fs::read(dir.path().join("sns.pem")).unwrap();
+    let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let router = Router::new().route(
+        "/SimpleNotificationService-test.pem",
+        axum::routing::get({
+            let fetches = fetches.clone();
+            move || async move {
+                fetches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                pem.clone()
+            }
+        }),
+    );
+    let base = serve(router).await;
+    let cert_url = format!("{base}/SimpleNotificationService-test.pem");
+
+    let ses_event = json!({"notificationType": "Bounce", "mail": {"messageId": "0100-abc"},
+        "bounce": {"bounceType": "Permanent", "bouncedRecipients": [{"emailAddress": "gone@cliente.test", "status": "5.1.1"}]}});
+    let mut envelope = json!({
+        "Type": "Notification",
+        "MessageId": "22b80b92-fdea-4c2c-8f9d-bdfb0c7bf324",
+        "TopicArn": "arn:aws:sns:sa-east-1:123456789012:ses-bounces",
+        "Message": ses_event.to_string(),
+        "Timestamp": "2026-11-22T10:00:00.000Z",
+        "SignatureVersion": "1",
+        "SigningCertURL": cert_url,
+    });
+    // AWS's canonical form, written out here independently of the library.
+    let canonical = format!(
+        "Message\n{}\nMessageId\n22b80b92-fdea-4c2c-8f9d-bdfb0c7bf324\nTimestamp\n2026-11-22T10:00:00.000Z\nTopicArn\narn:aws:sns:sa-east-1:123456789012:ses-bounces\nType\nNotification\n",
+        ses_event
+    );
+    envelope["Signature"] = json!(openssl_sign(dir.path(), "-sha1", &canonical));
+    let body = envelope.to_string();
+
+    let verifier = SnsVerifier::new(Duration::from_secs(5))
+        .dangerous_allow_cert_urls_starting_with(base.clone());
+    verifier.verify(body.as_bytes()).await.unwrap();
+    let SnsMessage::Notification { events, .. } = parse_sns(
+        body.as_bytes(),
+        &["arn:aws:sns:sa-east-1:123456789012:ses-bounces".into()],
+    )
+    .unwrap() else {
+        panic!("expected a notification")
+    };
+    assert!(events[0].contact_invalid());
+
+    // SignatureVersion 2 (SHA256withRSA).
+    let mut v2 = envelope.clone();
+    v2["SignatureVersion"] = json!("2");
+    v2["Signature"] = json!(openssl_sign(dir.path(), "-sha256", &canonical));
+    verifier.verify(v2.to_string().as_bytes()).await.unwrap();
+    assert_eq!(
+        fetches.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the certificate is cached"
+    );
+
+    // A forged bounce (changed message) or a signature of the wrong version is refused.
+    let mut forged = envelope.clone();
+    forged["Message"] = json!(ses_event.to_string().replace("gone@", "victim@"));
+    assert_eq!(
+        verifier.verify(forged.to_string().as_bytes()).await,
+        Err(WebhookError::BadSignature)
+    );
+    let mut wrong_version = envelope.clone();
+    wrong_version["SignatureVersion"] = json!("2");
+    assert_eq!(
+        verifier.verify(wrong_version.to_string().as_bytes()).await,
+        Err(WebhookError::BadSignature)
+    );
+
+    // Without the test prefix, a certificate URL outside Amazon SNS is never fetched.
+    let strict = SnsVerifier::new(Duration::from_secs(5));
+    assert_eq!(
+        strict.verify(body.as_bytes()).await,
+        Err(WebhookError::BadSignature)
+    );
+    assert_eq!(fetches.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
