@@ -10,8 +10,8 @@
 //!    [`sms::twilio::TwilioChannel`], [`webhook::WebhookChannel`]);
 //! 3. schedules retries from the [`SendError`] classification with [`Backoff`], guarding each
 //!    provider with a [`CircuitBreaker`] (or calls [`retry::send_with_retry`] in-process);
-//! 4. hands provider webhooks' raw bodies to each module's `verify_*`/`parse_*` functions, which
-//!    return [`DeliveryEvent`]s and [`InboundMessage`]s;
+//! 4. hands provider webhooks' raw bodies to each module's `verify_*`/`parse_*` functions (SNS:
+//!    [`email::sns::SnsVerifier`]), which return [`DeliveryEvent`]s and [`InboundMessage`]s;
 //! 5. pushes segments to Smartico with [`smartico::SmarticoClient`];
 //! 6. stores provider credentials encrypted with [`credentials::CredentialCipher`].
 //!
