@@ -10,6 +10,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::config::Config;
+use crate::crm::clients::{ClientStatus, build_search_text};
 use crate::db::{Backend, Db};
 
 /// `farol bench` subcommands.
@@ -293,6 +294,8 @@ pub fn gen_clients(args: &GenClientsArgs) -> anyhow::Result<String> {
             "city",
             "portfolio",
             "product",
+            "status",
+            "search_text",
         ])?;
     }
     let latin1 = args.encoding == "windows-1252";
@@ -422,23 +425,26 @@ pub fn gen_clients(args: &GenClientsArgs) -> anyhow::Result<String> {
             if let Some(c) = &mut clean
                 && Phone::parse(&t.mobile).is_ok()
             {
+                // The values as Farol stores them, search text included, so the raw load
+                // writes the same bytes into the same indexes.
+                let cpf = if bad_cpf { None } else { t.cpf.as_deref() };
+                let email = if bad_email { None } else { t.email.as_deref() };
+                let mut contacts = vec![("phone", t.mobile.as_str())];
+                contacts.extend(t.landline.as_deref().map(|l| ("phone", l)));
+                contacts.extend(email.map(|e| ("email", e)));
+                let search = build_search_text(&t.name, None, cpf, contacts);
+                let status = ClientStatus::parse_loose(status).unwrap_or(ClientStatus::Active);
                 c.write_record([
                     t.name.as_str(),
-                    if bad_cpf {
-                        ""
-                    } else {
-                        t.cpf.as_deref().unwrap_or("")
-                    },
+                    cpf.unwrap_or(""),
                     &t.mobile,
                     t.landline.as_deref().unwrap_or(""),
-                    if bad_email {
-                        ""
-                    } else {
-                        t.email.as_deref().unwrap_or("")
-                    },
+                    email.unwrap_or(""),
                     t.city,
                     t.portfolio,
                     t.product,
+                    status.as_str(),
+                    &search,
                 ])?;
             }
         }
@@ -517,9 +523,10 @@ async fn raw_load(config: Config, args: RawLoadArgs) -> anyhow::Result<()> {
                         "1",
                         &r[0],
                         &r[1],
-                        "active",
+                        &r[8],
                         &r[5],
                         &r[7],
+                        &r[9],
                         &now.to_string(),
                         &now.to_string(),
                     ])?;
@@ -538,8 +545,13 @@ async fn raw_load(config: Config, args: RawLoadArgs) -> anyhow::Result<()> {
                 }
             }
             let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            // The same search-index setting the importer uses: the baseline gets every
+            // advantage the pipeline has.
+            sqlx::query("set local gin_pending_list_limit = '64MB'")
+                .execute(&mut *tx)
+                .await?;
             let mut copy = tx
-                .copy_in_raw("copy clients (id, account_id, name, cpf_cnpj, status, city, current_product, created_at, updated_at) from stdin (format csv, null '')")
+                .copy_in_raw("copy clients (id, account_id, name, cpf_cnpj, status, city, current_product, search_text, created_at, updated_at) from stdin (format csv, null '')")
                 .await?;
             copy.send(clients).await?;
             copy.finish().await?;
@@ -549,6 +561,9 @@ async fn raw_load(config: Config, args: RawLoadArgs) -> anyhow::Result<()> {
             copy.send(contacts).await?;
             copy.finish().await?;
             tx.commit().await?;
+            sqlx::query("select gin_clean_pending_list('clients_search'::regclass)")
+                .execute(&mut *conn)
+                .await?;
         }
         Backend::Sqlite => {
             let mut tx = db.begin().await?;
@@ -566,9 +581,10 @@ async fn raw_load(config: Config, args: RawLoadArgs) -> anyhow::Result<()> {
                         account_id.into(),
                         r[0].to_owned().into(),
                         opt(&r[1]).into(),
-                        "active".into(),
+                        r[8].to_owned().into(),
                         r[5].to_owned().into(),
                         r[7].to_owned().into(),
+                        r[9].to_owned().into(),
                         now.into(),
                         now.into(),
                     ]);
@@ -585,7 +601,7 @@ async fn raw_load(config: Config, args: RawLoadArgs) -> anyhow::Result<()> {
                         }
                     }
                 }
-                crate::db::bulk::insert_rows(&mut tx, Backend::Sqlite, "insert into clients (id, account_id, name, cpf_cnpj, status, city, current_product, created_at, updated_at) values ", "", client_rows).await?;
+                crate::db::bulk::insert_rows(&mut tx, Backend::Sqlite, "insert into clients (id, account_id, name, cpf_cnpj, status, city, current_product, search_text, created_at, updated_at) values ", "", client_rows).await?;
                 crate::db::bulk::insert_rows(&mut tx, Backend::Sqlite, "insert into contacts (client_id, account_id, kind, value, created_at, updated_at) values ", "", contact_rows).await?;
             }
             tx.commit().await?;

@@ -826,3 +826,78 @@ fn farol_import_names_a_bad_mapping_and_writes_nothing() {
         "{text}"
     );
 }
+
+#[test]
+fn farol_import_reads_several_files_including_a_named_xlsx_sheet_in_one_job() {
+    use rust_xlsxwriter::Workbook;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("a.csv"),
+        "Nome,Celular\r\nAna,(11) 98765-4321\r\n",
+    )
+    .unwrap();
+    let mut wb = Workbook::new();
+    let cover = wb.add_worksheet();
+    cover.set_name("Capa").unwrap();
+    cover.write_string(0, 0, "Relatório de clientes").unwrap();
+    let ws = wb.add_worksheet();
+    ws.set_name("Clientes").unwrap();
+    for (c, h) in ["Nome", "Telefone", "E-mail", "CPF"].iter().enumerate() {
+        ws.write_string(0, c as u16, *h).unwrap();
+    }
+    // Excel stores typed phones and documents as numbers.
+    ws.write_string(1, 0, "Bruno").unwrap();
+    ws.write_number(1, 1, 21987654321.0).unwrap();
+    ws.write_string(1, 2, "BRUNO@EXAMPLE.COM").unwrap();
+    ws.write_number(1, 3, 52998224725.0).unwrap();
+    ws.write_string(2, 0, "Ana de novo").unwrap();
+    ws.write_number(2, 1, 11987654321.0).unwrap();
+    wb.save(dir.path().join("b.xlsx")).unwrap();
+
+    let out = farol_cli(dir.path(), "")
+        .args(["import", "a.csv", "b.xlsx", "--sheet", "Clientes", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let c = &report["counts"];
+    assert_eq!(
+        (
+            c["rows_read"].as_i64(),
+            c["imported"].as_i64(),
+            c["duplicates"].as_i64()
+        ),
+        (Some(3), Some(2), Some(1)),
+        "{report}"
+    );
+    let names: Vec<&str> = report["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a.csv", "b.xlsx"]);
+    let out = farol_cli(dir.path(), "")
+        .args(["clients", "export"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("Bruno,,52998224725,"), "{text}");
+    assert!(text.contains("+5521987654321,bruno@example.com"), "{text}");
+
+    // A sheet that does not exist is named, with the ones that do.
+    let out = farol_cli(dir.path(), "")
+        .args(["import", "b.xlsx", "--sheet", "Vendas"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("b.xlsx") && err.contains("\"Vendas\"") && err.contains("\"Clientes\""),
+        "{err}"
+    );
+}

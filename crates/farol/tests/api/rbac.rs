@@ -50,6 +50,30 @@ async fn every_role_gets_exactly_the_routes_its_permissions_allow() {
     let uniq = || n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let routes: Vec<(Permission, Method, String, Option<Value>)> = vec![
         (
+            Permission::ImportsRun,
+            Method::GET,
+            "/api/v1/imports".into(),
+            None,
+        ),
+        (
+            Permission::ImportsRun,
+            Method::POST,
+            "/api/v1/imports".into(),
+            Some(json!({"files": [{"name": "a.csv", "size": 10}]})),
+        ),
+        (
+            Permission::ImportsRun,
+            Method::GET,
+            "/api/v1/import-presets".into(),
+            None,
+        ),
+        (
+            Permission::ImportsRun,
+            Method::POST,
+            "/api/v1/import-presets".into(),
+            Some(json!({"name": format!("p{}", uniq()), "mapping": []})),
+        ),
+        (
             Permission::CrmRead,
             Method::GET,
             "/api/v1/clients".into(),
