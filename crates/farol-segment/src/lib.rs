@@ -19,6 +19,10 @@ pub use aggregate::{UserAgg, aggregate_transactions};
 pub use clean::{CleanReport, RejectReason, RejectSample};
 pub use etl::{Aggregation, EtlError, EtlParams, EtlProgress, aggregate_files, read_users};
 pub use model::{Channel, GameType, Transaction, TxKind, UserRow};
+pub mod cluster;
 pub mod features;
 
-pub use features::{FeatureMatrix, FeatureParams, Matrix, TicketBand, UserFeatures, compute_features, feature_matrix};
+pub use features::{
+    FeatureMatrix, FeatureParams, Matrix, TicketBand, UserFeatures, compute_features,
+    feature_matrix,
+};
