@@ -26,3 +26,10 @@ pub use features::{
     FeatureMatrix, FeatureParams, Matrix, TicketBand, UserFeatures, compute_features,
     feature_matrix,
 };
+pub mod profile;
+
+pub use profile::{ClusterProfile, Descriptor, PreviousCluster, carry_names, profiles};
+pub mod pipeline;
+
+pub use pipeline::{Algorithm, RunParams, RunReport, Segmentation, Stage, run, segment};
+pub mod synth;
