@@ -35,6 +35,13 @@ pub struct FeatureParams {
     pub share_weight: f64,
     /// Weight of the preferred-channel one-hot columns (0: not clustered on).
     pub channel_weight: f64,
+    /// Weight of the promo share (cashback + bonus): small in absolute terms
+    /// (a hunter's is ~0.3), yet the behaviour campaigns care most about.
+    pub promo_weight: f64,
+    /// Weight of the volume columns (bets per active day, frequency, average
+    /// deposit) after robust scaling: they vary a lot inside any behaviour
+    /// group, so at full weight they split groups into engagement tiers.
+    pub volume_weight: f64,
 }
 
 impl Default for FeatureParams {
@@ -44,8 +51,10 @@ impl Default for FeatureParams {
             night_start_hour: 22,
             night_end_hour: 6,
             as_of: None,
-            share_weight: 2.0,
+            share_weight: 3.0,
             channel_weight: 0.0,
+            volume_weight: 0.5,
+            promo_weight: 3.5,
         }
     }
 }
@@ -290,8 +299,11 @@ pub struct FeatureMatrix {
 }
 
 /// The raw (unscaled) value of each clustering column for one user.
-pub fn raw_columns(f: &UserFeatures, params: &FeatureParams) -> Vec<(&'static str, f64, bool)> {
-    // (name, value, robust-scaled?)
+pub fn raw_columns(
+    f: &UserFeatures,
+    params: &FeatureParams,
+) -> Vec<(&'static str, f64, Option<f64>)> {
+    // (name, value, weight after robust scaling, or None: used as it is)
     let mut v = Vec::with_capacity(18);
     const SHARE_NAMES: [&str; 6] = [
         "share_crash",
@@ -302,23 +314,17 @@ pub fn raw_columns(f: &UserFeatures, params: &FeatureParams) -> Vec<(&'static st
         "share_other",
     ];
     for (g, name) in SHARE_NAMES.iter().enumerate() {
-        v.push((*name, f.game_share[g] * params.share_weight, false));
+        v.push((*name, f.game_share[g] * params.share_weight, None));
     }
-    v.push(("log_avg_ticket", f.avg_ticket.ln_1p(), true));
-    v.push((
-        "log_bets_per_active_day",
-        f.bets_per_active_day.ln_1p(),
-        true,
-    ));
-    v.push(("night_share", f.night_share * params.share_weight, false));
-    v.push((
-        "weekend_share",
-        f.weekend_share * params.share_weight,
-        false,
-    ));
-    v.push(("promo_share", f.promo_share * params.share_weight, false));
-    v.push(("log_avg_deposit", f.avg_deposit.ln_1p(), true));
-    v.push(("log_frequency", f64::from(f.frequency).ln_1p(), true));
+    let vw = Some(params.volume_weight);
+    let sw = params.share_weight;
+    v.push(("log_avg_ticket", f.avg_ticket.ln_1p(), Some(1.0)));
+    v.push(("log_bets_per_active_day", f.bets_per_active_day.ln_1p(), vw));
+    v.push(("night_share", f.night_share * sw, None));
+    v.push(("weekend_share", f.weekend_share * sw, None));
+    v.push(("promo_share", f.promo_share * params.promo_weight, None));
+    v.push(("log_avg_deposit", f.avg_deposit.ln_1p(), vw));
+    v.push(("log_frequency", f64::from(f.frequency).ln_1p(), vw));
     if params.channel_weight > 0.0 {
         const CHANNEL_NAMES: [&str; 4] = [
             "channel_sms",
@@ -328,16 +334,16 @@ pub fn raw_columns(f: &UserFeatures, params: &FeatureParams) -> Vec<(&'static st
         ];
         for (c, name) in CHANNEL_NAMES.iter().enumerate() {
             let on = f.channel.is_some_and(|ch| ch.index() == c);
-            v.push((*name, if on { params.channel_weight } else { 0.0 }, false));
+            v.push((*name, if on { params.channel_weight } else { 0.0 }, None));
         }
     }
     v
 }
 
 /// Builds the clustering matrix: shares as they are (times their weight),
-/// heavy-tailed amounts as `ln(1 + x)` then robust-scaled.
+/// heavy-tailed amounts as `ln(1 + x)` then robust-scaled (times their weight).
 pub fn feature_matrix(features: &[UserFeatures], params: &FeatureParams) -> FeatureMatrix {
-    let raws: Vec<Vec<(&'static str, f64, bool)>> =
+    let raws: Vec<Vec<(&'static str, f64, Option<f64>)>> =
         features.iter().map(|f| raw_columns(f, params)).collect();
     let template = raw_columns(
         features
@@ -349,10 +355,15 @@ pub fn feature_matrix(features: &[UserFeatures], params: &FeatureParams) -> Feat
     );
     let cols = template.len();
     let mut scalers = Vec::with_capacity(cols);
-    for (c, (_, _, robust)) in template.iter().enumerate() {
-        scalers.push(robust.then(|| {
+    for (c, (_, _, weight)) in template.iter().enumerate() {
+        scalers.push(weight.map(|w| {
             let col: Vec<f64> = raws.iter().map(|r| r[c].1).collect();
-            RobustScaler::fit(&col)
+            let s = RobustScaler::fit(&col);
+            // The weight folds into the scale: (x − median) ÷ (IQR ÷ w).
+            RobustScaler {
+                center: s.center,
+                scale: s.scale / w,
+            }
         }));
     }
     let mut data = Vec::with_capacity(features.len() * cols);
@@ -499,8 +510,8 @@ mod tests {
         assert_eq!(m.matrix.rows, 3);
         assert_eq!(m.names.len(), m.matrix.cols);
         assert_eq!(m.names[0], "share_crash");
-        // Shares are weighted (2×), not scaled.
-        assert_eq!(m.matrix.row(0)[0], 1.2);
+        // Shares are weighted (3×), not scaled.
+        assert!((m.matrix.row(0)[0] - 1.8).abs() < 1e-12);
         assert!(m.scalers[0].is_none());
         // ln(1+ticket) robust-scaled: a is the median ticket → 0.
         let t = m.names.iter().position(|n| n == "log_avg_ticket").unwrap();
