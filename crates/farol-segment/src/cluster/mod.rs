@@ -5,6 +5,7 @@
 //! Parallel loops run on the caller's rayon pool (wrap calls in
 //! `ThreadPool::install` to bound threads).
 
+mod boruvka;
 pub mod density;
 pub mod kdtree;
 pub mod kmeans;
