@@ -258,8 +258,83 @@ impl DedupSet {
     }
 }
 
+/// A fast non-cryptographic hasher for user ids (FxHash's
+/// rotate-xor-multiply): ids come from the operator's own data, and SipHash
+/// was a visible share of the per-row cost.
+#[derive(Default)]
+pub(crate) struct FastHasher(u64);
+
+impl Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        // Final avalanche so the table's top bits (its control bytes) vary.
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^ (h >> 33)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let v = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+            self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+}
+
 /// Per-user accumulators of one thread.
-pub(crate) type UserMap = HashMap<Box<str>, UserAgg>;
+pub(crate) type UserMap = HashMap<Box<str>, UserAgg, BuildHasherDefault<FastHasher>>;
+
+/// UTC offsets per UTC day, for zones whose offset does not change inside
+/// the day (checked at both ends); other days are looked up per timestamp.
+pub(crate) struct OffsetCache {
+    base: i64,
+    days: Vec<Option<i32>>,
+}
+
+const UNKNOWN: Option<i32> = Some(i32::MIN);
+
+impl Default for OffsetCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl OffsetCache {
+    pub(crate) fn new() -> Self {
+        OffsetCache {
+            base: 0,
+            days: Vec::new(),
+        }
+    }
+
+    pub(crate) fn offset(&mut self, tz: &TimeZone, ms: i64) -> i32 {
+        let day = ms.div_euclid(86_400_000);
+        if self.days.is_empty() {
+            self.base = day - 400;
+        }
+        let i = day - self.base;
+        if !(0..20_000).contains(&i) {
+            return offset_seconds(tz, ms);
+        }
+        let i = i as usize;
+        if i >= self.days.len() {
+            self.days.resize(i + 1, UNKNOWN);
+        }
+        if self.days[i] == UNKNOWN {
+            let start = offset_seconds(tz, day * 86_400_000);
+            let end = offset_seconds(tz, day * 86_400_000 + 86_399_999);
+            self.days[i] = (start == end).then_some(start);
+        }
+        match self.days[i] {
+            Some(o) => o,
+            None => offset_seconds(tz, ms),
+        }
+    }
+}
 
 pub(crate) fn merge_maps(mut a: UserMap, mut b: UserMap) -> UserMap {
     if a.len() < b.len() {
@@ -282,7 +357,7 @@ pub fn aggregate_transactions<'a>(
     txs: impl IntoIterator<Item = &'a Transaction>,
     tz: &TimeZone,
 ) -> Vec<(String, UserAgg)> {
-    let mut map: UserMap = HashMap::new();
+    let mut map: UserMap = HashMap::default();
     for t in txs {
         let offset = offset_seconds(tz, t.created_at);
         map.entry(t.user_id.as_str().into()).or_default().add(
@@ -354,6 +429,18 @@ mod tests {
         assert_eq!(a.bets, 3);
         assert_eq!(a.bet_days.len(), 2);
         assert_eq!(a.stake_by_game[GameType::Slots.index()], 5.0);
+    }
+
+    #[test]
+    fn offset_cache_agrees_with_the_zone_around_a_transition() {
+        // New York switched to daylight time on 2026-03-08 at 07:00 UTC.
+        let ny = TimeZone::get("America/New_York").unwrap();
+        let mut cache = OffsetCache::new();
+        let start = 1_772_928_000_000; // 2026-03-08T00:00:00Z
+        for step in 0..48 {
+            let ms = start - 86_400_000 + step * 3_600_000 + 1_234;
+            assert_eq!(cache.offset(&ny, ms), offset_seconds(&ny, ms), "at {ms}");
+        }
     }
 
     #[test]

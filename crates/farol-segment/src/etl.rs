@@ -19,7 +19,9 @@ use parquet::file::serialized_reader::SerializedFileReader;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::aggregate::{DedupSet, Seen, UserAgg, UserMap, merge_maps, offset_seconds, sorted};
+use crate::aggregate::{
+    DedupSet, OffsetCache, Seen, UserAgg, UserMap, merge_maps, offset_seconds, sorted,
+};
 use crate::clean::{
     Cell, CleanReport, RejectReason, RejectSample, cell_amount, cell_game, cell_kind,
     cell_timestamp,
@@ -177,6 +179,7 @@ struct Shared<'a> {
 
 #[derive(Default)]
 struct Partial {
+    offsets: OffsetCache,
     users: UserMap,
     report: CleanReport,
 }
@@ -338,7 +341,7 @@ fn process_row(
     report.rows_accepted += 1;
     report.min_created_at = Some(report.min_created_at.map_or(ts, |m| m.min(ts)));
     report.max_created_at = Some(report.max_created_at.map_or(ts, |m| m.max(ts)));
-    let offset = offset_seconds(&shared.tz, ts);
+    let offset = acc.offsets.offset(&shared.tz, ts);
     let agg = match acc.users.get_mut(user_id.as_ref()) {
         Some(a) => a,
         None => acc.users.entry(user_id.as_ref().into()).or_default(),

@@ -45,6 +45,10 @@ impl TxKind {
 
     /// Parses English and Portuguese spellings, any case (`"BET"`, `"aposta"`, `"saque"`).
     pub fn parse(s: &str) -> Option<TxKind> {
+        // Canonical spellings first, without allocating: this runs per row.
+        if let Some(k) = TxKind::ALL.iter().find(|k| k.as_str() == s) {
+            return Some(*k);
+        }
         let k = s.trim().to_ascii_lowercase();
         Some(match k.as_str() {
             "bet" | "aposta" | "stake" | "wager" => TxKind::Bet,
@@ -107,6 +111,9 @@ impl GameType {
     /// Parses English and Portuguese spellings; an empty value is `Other`
     /// (deposits and withdrawals have no game).
     pub fn parse(s: &str) -> Option<GameType> {
+        if let Some(g) = GameType::ALL.iter().find(|g| g.as_str() == s) {
+            return Some(*g);
+        }
         let k = s.trim().to_ascii_lowercase().replace(['-', ' '], "_");
         Some(match k.as_str() {
             "crash" => GameType::Crash,

@@ -26,6 +26,9 @@ pub struct KMeansParams {
     pub mini_batch_above: usize,
     /// Mini-batch size.
     pub batch_size: usize,
+    /// Automatic k fits each candidate on this many random rows (0: all),
+    /// then refits the chosen k on all rows.
+    pub sweep_sample: usize,
 }
 
 impl Default for KMeansParams {
@@ -38,6 +41,7 @@ impl Default for KMeansParams {
             seed: 42,
             mini_batch_above: 1_000_000,
             batch_size: 4096,
+            sweep_sample: 30_000,
         }
     }
 }
@@ -232,6 +236,9 @@ pub fn kmeans(x: &Matrix, p: &KMeansParams) -> KMeansModel {
 
 /// Tries every k in `k_min..=k_max` and keeps the one with the best
 /// silhouette, computed on `sample` rows drawn once (the same rows for every k).
+///
+/// With more than `p.sweep_sample` rows, the candidates are fitted on that
+/// many random rows and the chosen k is refitted on all rows.
 pub fn kmeans_auto(
     x: &Matrix,
     k_min: usize,
@@ -241,6 +248,40 @@ pub fn kmeans_auto(
     progress: &(dyn Fn(usize, f64) + Sync),
 ) -> AutoK {
     let mut rng = StdRng::seed_from_u64(p.seed ^ 0x5151);
+    if p.sweep_sample > 0 && x.rows > p.sweep_sample {
+        let rows = sample_indices(&mut rng, x.rows, p.sweep_sample);
+        let mut data = Vec::with_capacity(rows.len() * x.cols);
+        for &i in &rows {
+            data.extend_from_slice(x.row(i));
+        }
+        let sub = Matrix {
+            rows: rows.len(),
+            cols: x.cols,
+            data,
+        };
+        let sweep = kmeans_auto(
+            &sub,
+            k_min,
+            k_max,
+            &KMeansParams {
+                sweep_sample: 0,
+                ..p.clone()
+            },
+            sample,
+            progress,
+        );
+        let model = kmeans(
+            x,
+            &KMeansParams {
+                k: sweep.model.centroids.rows,
+                ..p.clone()
+            },
+        );
+        return AutoK {
+            model,
+            scores: sweep.scores,
+        };
+    }
     let s = sample.min(x.rows);
     let idx: Vec<usize> = sample_indices(&mut rng, x.rows, s);
     let mut scores = Vec::new();
@@ -320,6 +361,15 @@ mod tests {
         let auto = kmeans_auto(&x, 2, 9, &KMeansParams::default(), 800, &|_, _| {});
         assert_eq!(auto.model.centroids.rows, 5, "scores: {:?}", auto.scores);
         assert_eq!(auto.scores.len(), 8);
+        assert!(adjusted_rand_index(&auto.model.labels, &truth) > 0.9);
+        // Candidates fitted on a sample, the chosen k on all rows.
+        let p = KMeansParams {
+            sweep_sample: 600,
+            ..KMeansParams::default()
+        };
+        let auto = kmeans_auto(&x, 2, 9, &p, 400, &|_, _| {});
+        assert_eq!(auto.model.centroids.rows, 5, "scores: {:?}", auto.scores);
+        assert_eq!(auto.model.labels.len(), x.rows);
         assert!(adjusted_rand_index(&auto.model.labels, &truth) > 0.9);
     }
 
