@@ -208,8 +208,13 @@ pub(crate) enum Seen {
 /// as a duplicate. Up to `max_ids` ids are stored; past that the detector
 /// still catches repeats of stored ids but stores no new ones, and the
 /// report says so (`dedup_saturated`, `dedup_unstored`).
+/// One shard on its own cache lines, so threads locking neighbouring
+/// shards do not bounce a shared line between cores.
+#[repr(align(128))]
+struct Shard(Mutex<HashSet<u64, BuildHasherDefault<IdentityHasher>>>);
+
 pub(crate) struct DedupSet {
-    shards: Vec<Mutex<HashSet<u64, BuildHasherDefault<IdentityHasher>>>>,
+    shards: Vec<Shard>,
     per_shard: usize,
     saturated: AtomicBool,
     unstored: AtomicU64,
@@ -219,7 +224,7 @@ impl DedupSet {
     pub(crate) fn new(max_ids: u64) -> Self {
         DedupSet {
             shards: (0..DEDUP_SHARDS)
-                .map(|_| Mutex::new(HashSet::default()))
+                .map(|_| Shard(Mutex::new(HashSet::default())))
                 .collect(),
             per_shard: (max_ids as usize).div_ceil(DEDUP_SHARDS),
             saturated: AtomicBool::new(false),
@@ -235,7 +240,11 @@ impl DedupSet {
 
     pub(crate) fn check(&self, id: &str) -> Seen {
         let h = Self::hash(id);
-        let mut shard = self.shards[(h >> 58) as usize % DEDUP_SHARDS]
+        // The table indexes buckets with the low bits and tags them with the
+        // top 7: pick the shard from bits neither uses, or every id of a
+        // shard shares its tag and lookups degrade to long probe scans.
+        let mut shard = self.shards[(h >> 32) as usize % DEDUP_SHARDS]
+            .0
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         if shard.contains(&h) {
