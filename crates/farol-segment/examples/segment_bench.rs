@@ -9,7 +9,8 @@
 //! Options: `--users N` (100000), `--tx N` mean transactions per user (50),
 //! `--dir PATH` (/tmp/farol-segment-bench), `--seed N` (1), `--threads N`
 //! (0 = all cores), `--reuse` (keep existing data), `--no-hdbscan`,
-//! `--min-cluster-size N` (HDBSCAN, 2000), `--min-samples N` (HDBSCAN, 10).
+//! `--min-cluster-size N` (HDBSCAN, 2000), `--min-samples N` (HDBSCAN, 10),
+//! `--dump-matrix PATH` (write the feature matrix: rows, cols as u64 LE, then f64 LE).
 //! The last line is `RESULT {json}` for scripts/bench-segment.
 
 use std::io::Write;
@@ -42,6 +43,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut run_hdbscan = true;
     let mut mcs = 2000usize;
     let mut min_samples = 10usize;
+    let mut dump: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().ok_or(format!("{a} needs a value"));
@@ -53,6 +55,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--threads" => threads = val()?.parse()?,
             "--min-cluster-size" => mcs = val()?.parse()?,
             "--min-samples" => min_samples = val()?.parse()?,
+            "--dump-matrix" => dump = Some(PathBuf::from(val()?)),
             "--reuse" => reuse = true,
             "--no-hdbscan" => run_hdbscan = false,
             other => return Err(format!("unknown option {other}").into()),
@@ -128,6 +131,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     drop(agg);
     let features_s = t.elapsed().as_secs_f64();
+    if let Some(path) = &dump {
+        // rows, cols (u64 LE), then f64 LE values row by row: for comparing
+        // other clustering implementations on the very same matrix.
+        let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+        w.write_all(&(fm.matrix.rows as u64).to_le_bytes())?;
+        w.write_all(&(fm.matrix.cols as u64).to_le_bytes())?;
+        for v in &fm.matrix.data {
+            w.write_all(&v.to_le_bytes())?;
+        }
+        w.flush()?;
+    }
     println!(
         "features: {features_s:.2} s ({} × {})",
         fm.matrix.rows, fm.matrix.cols

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::{GameType, Transaction, TxKind};
 
 /// Everything kept about one user while transactions stream by: a fixed
-/// ~400 bytes plus 4 bytes per distinct active day. Memory grows with users,
+/// ~340 bytes plus 2 bytes per distinct active day. Memory grows with users,
 /// never with transactions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UserAgg {
@@ -51,8 +51,9 @@ pub struct UserAgg {
     pub first_at: i64,
     /// Last transaction of any kind, epoch ms.
     pub last_at: i64,
-    /// Distinct local days with at least one bet (days since 1970-01-01), sorted.
-    pub bet_days: Vec<i32>,
+    /// Distinct local days with at least one bet (days since 1970-01-01,
+    /// clamped to 0..=65535, i.e. 1970–2149), sorted. 2 bytes per day.
+    pub bet_days: Vec<u16>,
 }
 
 impl Default for UserAgg {
@@ -107,7 +108,7 @@ impl UserAgg {
                 let weekday = (day + 3).rem_euclid(7);
                 self.bets_by_hour[hour as usize] += 1;
                 self.bets_by_weekday[weekday as usize] += 1;
-                let day = day as i32;
+                let day = day.clamp(0, i64::from(u16::MAX)) as u16;
                 if let Err(i) = self.bet_days.binary_search(&day) {
                     self.bet_days.insert(i, day);
                 }
@@ -345,19 +346,49 @@ impl OffsetCache {
     }
 }
 
-pub(crate) fn merge_maps(mut a: UserMap, mut b: UserMap) -> UserMap {
-    if a.len() < b.len() {
-        std::mem::swap(&mut a, &mut b);
-    }
-    for (k, v) in b {
-        match a.get_mut(&k) {
-            Some(x) => x.merge(&v),
-            None => {
-                a.insert(k, v);
-            }
+/// The users' accumulators shared by all ETL threads: 64 mutex-guarded
+/// maps chosen by a hash of the user id, so each user is kept once
+/// whatever thread reads its rows (per-thread maps would hold a user once
+/// per thread when files are split by date).
+pub(crate) struct UserShards {
+    shards: Vec<UserShard>,
+}
+
+#[repr(align(128))]
+struct UserShard(Mutex<UserMap>);
+
+impl UserShards {
+    pub(crate) fn new() -> Self {
+        UserShards {
+            shards: (0..64)
+                .map(|_| UserShard(Mutex::new(UserMap::default())))
+                .collect(),
         }
     }
-    a
+
+    /// Runs `f` on `user_id`'s accumulator (created empty if new).
+    pub(crate) fn with(&self, user_id: &str, f: impl FnOnce(&mut UserAgg)) {
+        let mut h = FastHasher::default();
+        user_id.hash(&mut h);
+        let shard = (h.finish() >> 32) as usize % self.shards.len();
+        let mut map = self.shards[shard]
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match map.get_mut(user_id) {
+            Some(a) => f(a),
+            None => f(map.entry(user_id.into()).or_default()),
+        }
+    }
+
+    /// All accumulators, sorted by user id.
+    pub(crate) fn into_sorted(self) -> Vec<(String, UserAgg)> {
+        let mut all = UserMap::default();
+        for s in self.shards {
+            all.extend(s.0.into_inner().unwrap_or_else(|e| e.into_inner()));
+        }
+        sorted(all)
+    }
 }
 
 /// Aggregates already-typed transactions (rows from a database table, tests),

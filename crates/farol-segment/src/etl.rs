@@ -1,10 +1,9 @@
 //! Streaming ETL: transaction files (CSV or Parquet) → per-user accumulators.
 //!
 //! Work is split into units — one per CSV file, one per Parquet row group —
-//! spread over a dedicated thread pool; each thread folds its units into its
-//! own map of user → [`UserAgg`], and the maps are merged at the end. Memory
-//! is the users' accumulators (per thread, at worst each user once per
-//! thread) plus the duplicate detector's budget.
+//! spread over a dedicated thread pool; every thread adds its rows to one
+//! shared, sharded map of user → [`UserAgg`]. Memory is the users'
+//! accumulators (each user once) plus the duplicate detector's budget.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -19,9 +18,7 @@ use parquet::file::serialized_reader::SerializedFileReader;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::aggregate::{
-    DedupSet, OffsetCache, Seen, UserAgg, UserMap, merge_maps, offset_seconds, sorted,
-};
+use crate::aggregate::{DedupSet, OffsetCache, Seen, UserAgg, UserShards, offset_seconds};
 use crate::clean::{
     Cell, CleanReport, RejectReason, RejectSample, cell_amount, cell_game, cell_kind,
     cell_timestamp,
@@ -41,7 +38,8 @@ pub struct EtlParams {
     pub user_mapping: String,
     /// Samples kept per reject reason.
     pub max_samples: usize,
-    /// Memory budget of the duplicate detector, in ids (~16 bytes each).
+    /// Memory budget of the duplicate detector, in ids (~18 bytes each;
+    /// 100M ≈ 1.8 GB).
     pub dedup_max_ids: u64,
     /// Worker threads (0: one per core).
     pub threads: usize,
@@ -54,7 +52,7 @@ impl Default for EtlParams {
             tx_mapping: String::new(),
             user_mapping: String::new(),
             max_samples: 5,
-            dedup_max_ids: 200_000_000,
+            dedup_max_ids: 100_000_000,
             threads: 0,
         }
     }
@@ -169,6 +167,7 @@ enum Unit {
 struct Shared<'a> {
     tz: TimeZone,
     dedup: DedupSet,
+    users: UserShards,
     max_samples: usize,
     rows: AtomicU64,
     units_done: AtomicU64,
@@ -180,7 +179,6 @@ struct Shared<'a> {
 #[derive(Default)]
 struct Partial {
     offsets: OffsetCache,
-    users: UserMap,
     report: CleanReport,
 }
 
@@ -226,6 +224,7 @@ pub fn aggregate_files(
     let shared = Shared {
         tz,
         dedup: DedupSet::new(params.dedup_max_ids),
+        users: UserShards::new(),
         max_samples: params.max_samples,
         rows: AtomicU64::new(0),
         units_done: AtomicU64::new(0),
@@ -260,21 +259,19 @@ pub fn aggregate_files(
                 Ok::<_, EtlError>(acc)
             })
             .try_reduce(Partial::default, |mut a, b| {
-                a.users = merge_maps(a.users, b.users);
                 a.report.merge(b.report, shared.max_samples);
                 Ok(a)
             })
     })?;
+    let Shared { users, dedup, .. } = shared;
     let mut report = merged.report;
     report.files = files.len() as u64;
-    let (saturated, unstored) = shared.dedup.saturation();
+    let (saturated, unstored) = dedup.saturation();
     report.dedup_saturated = saturated;
     report.dedup_unstored = unstored;
-    report.users = merged.users.len() as u64;
-    Ok(Aggregation {
-        users: sorted(merged.users),
-        report,
-    })
+    let users = users.into_sorted();
+    report.users = users.len() as u64;
+    Ok(Aggregation { users, report })
 }
 
 const REQUIRED_TX: [&str; 5] = ["transaction_id", "user_id", "created_at", "type", "amount"];
@@ -342,11 +339,9 @@ fn process_row(
     report.min_created_at = Some(report.min_created_at.map_or(ts, |m| m.min(ts)));
     report.max_created_at = Some(report.max_created_at.map_or(ts, |m| m.max(ts)));
     let offset = acc.offsets.offset(&shared.tz, ts);
-    let agg = match acc.users.get_mut(user_id.as_ref()) {
-        Some(a) => a,
-        None => acc.users.entry(user_id.as_ref().into()).or_default(),
-    };
-    agg.add(kind, game, amount, ts, offset);
+    shared
+        .users
+        .with(&user_id, |agg| agg.add(kind, game, amount, ts, offset));
 }
 
 fn read_csv(path: &Path, shared: &Shared<'_>, acc: &mut Partial) -> Result<(), EtlError> {
