@@ -82,6 +82,8 @@ pub struct UserFeatures {
     pub bets_per_active_day: f64,
     /// Share of bets placed at night (local `night_start_hour`..24 and 0..`night_end_hour`).
     pub night_share: f64,
+    /// Share of bets placed in local business hours (09:00–17:59).
+    pub day_share: f64,
     /// Share of bets placed on Saturday or Sunday (local).
     pub weekend_share: f64,
     /// Local hour with the most bets (ties: earliest).
@@ -176,6 +178,7 @@ pub fn compute_features(
                 active_days: a.bet_days.len() as u32,
                 bets_per_active_day: share(bets, a.bet_days.len() as f64),
                 night_share: share(f64::from(night), bets),
+                day_share: share(f64::from(a.bets_by_hour[9..18].iter().sum::<u32>()), bets),
                 weekend_share: share(f64::from(a.bets_by_weekday[5] + a.bets_by_weekday[6]), bets),
                 peak_hour: (a.bets > 0).then(|| argmax(&a.bets_by_hour) as u8),
                 peak_weekday: (a.bets > 0).then(|| argmax(&a.bets_by_weekday) as u8),
@@ -466,6 +469,7 @@ mod tests {
         assert_eq!(a.bets_per_active_day, 2.0);
         // 23:30 and 23:45 local are night; 14:00 and 14:10 are not.
         assert_eq!(a.night_share, 0.5);
+        assert_eq!(a.day_share, 0.5);
         assert_eq!(a.weekend_share, 0.5);
         assert_eq!(a.peak_hour, Some(14));
         // Saturday (5) and Monday (0) tie at 2: earliest wins.

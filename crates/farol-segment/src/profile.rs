@@ -51,7 +51,9 @@ pub struct ClusterProfile {
     pub signature: Vec<f64>,
 }
 
-const DESCRIPTOR_NAMES: [&str; 16] = [
+const DESCRIPTORS: usize = 17;
+
+const DESCRIPTOR_NAMES: [&str; DESCRIPTORS] = [
     "share_crash",
     "share_slots",
     "share_live_casino",
@@ -68,9 +70,10 @@ const DESCRIPTOR_NAMES: [&str; 16] = [
     "recency_days",
     "frequency",
     "ggr",
+    "day_share",
 ];
 
-fn descriptor_values(f: &UserFeatures) -> [f64; 16] {
+fn descriptor_values(f: &UserFeatures) -> [f64; DESCRIPTORS] {
     [
         f.game_share[0],
         f.game_share[1],
@@ -88,6 +91,7 @@ fn descriptor_values(f: &UserFeatures) -> [f64; 16] {
         f.recency_days,
         f64::from(f.frequency),
         f.ggr,
+        f.day_share,
     ]
 }
 
@@ -96,16 +100,16 @@ fn descriptor_values(f: &UserFeatures) -> [f64; 16] {
 pub fn profiles(features: &[UserFeatures], labels: &[i32]) -> Vec<ClusterProfile> {
     assert_eq!(features.len(), labels.len());
     let n = features.len().max(1) as f64;
-    let values: Vec<[f64; 16]> = features.iter().map(descriptor_values).collect();
-    let mut mean = [0.0; 16];
+    let values: Vec<[f64; DESCRIPTORS]> = features.iter().map(descriptor_values).collect();
+    let mut mean = [0.0; DESCRIPTORS];
     for v in &values {
-        for j in 0..16 {
+        for j in 0..DESCRIPTORS {
             mean[j] += v[j] / n;
         }
     }
-    let mut sd = [0.0; 16];
+    let mut sd = [0.0; DESCRIPTORS];
     for v in &values {
-        for j in 0..16 {
+        for j in 0..DESCRIPTORS {
             sd[j] += (v[j] - mean[j]).powi(2) / n;
         }
     }
@@ -122,13 +126,13 @@ pub fn profiles(features: &[UserFeatures], labels: &[i32]) -> Vec<ClusterProfile
             continue;
         }
         let m = members.len() as f64;
-        let mut cm = [0.0; 16];
+        let mut cm = [0.0; DESCRIPTORS];
         for &i in &members {
-            for j in 0..16 {
+            for j in 0..DESCRIPTORS {
                 cm[j] += values[i][j] / m;
             }
         }
-        let mut descriptors: Vec<Descriptor> = (0..16)
+        let mut descriptors: Vec<Descriptor> = (0..DESCRIPTORS)
             .map(|j| Descriptor {
                 feature: DESCRIPTOR_NAMES[j].to_owned(),
                 value: cm[j],
@@ -240,6 +244,7 @@ fn name_parts(p: &ClusterProfile) -> (Vec<String>, Vec<String>) {
     let high_ticket = z_of(p, "log_avg_ticket") > 0.7;
     let low_ticket = z_of(p, "log_avg_ticket") < -0.7;
     let night = value_of(p, "night_share") > 0.45 && z_of(p, "night_share") > 0.7;
+    let daytime = value_of(p, "day_share") > 0.6 && z_of(p, "day_share") > 0.7;
     let weekend = value_of(p, "weekend_share") > 0.5 && z_of(p, "weekend_share") > 0.7;
     let promo = value_of(p, "promo_share") > 0.2 && z_of(p, "promo_share") > 0.7;
     let lapsed = z_of(p, "recency_days") > 1.0;
@@ -270,6 +275,8 @@ fn name_parts(p: &ClusterProfile) -> (Vec<String>, Vec<String>) {
         push("noturno", "night");
     } else if weekend && !used_weekend {
         push("fim de semana", "weekend");
+    } else if daytime {
+        push("diurno", "daytime");
     }
     if lapsed {
         push("inativo", "lapsed");
@@ -496,6 +503,7 @@ mod tests {
             active_days: 10,
             bets_per_active_day: 5.0,
             night_share: night,
+            day_share: 0.3,
             weekend_share: weekend,
             peak_hour: Some(20),
             peak_weekday: Some(2),
@@ -582,6 +590,20 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), p.len());
         assert_eq!(p[5].name_pt, "Slots · ticket baixo (2)");
+    }
+
+    #[test]
+    fn daytime_players_are_named_so() {
+        let (mut f, mut l) = planted();
+        for _ in 0..20 {
+            let mut u = user(GameType::Table, 40.0, 0.0, 0.1, 0.02);
+            u.day_share = 0.95;
+            f.push(u);
+            l.push(5);
+        }
+        let p = profiles(&f, &l);
+        assert_eq!(p[5].name_pt, "Jogos de mesa · diurno");
+        assert_eq!(p[5].name_en, "Table games · daytime");
     }
 
     #[test]
