@@ -73,18 +73,21 @@ pub fn dbscan(x: &Matrix, p: &DbscanParams) -> (Vec<i32>, f64) {
         .unwrap_or_else(|| eps_from_knee(x, p.min_points, p.knee_sample, p.seed));
     let tree = KdTree::new(x);
     let r2 = eps * eps;
-    let neighbours: Vec<Vec<usize>> = (0..x.rows)
+    // Neighbour lists are not kept (dense groups would make them O(n²)):
+    // core flags first, in parallel, then a flood fill that re-queries
+    // each core point once.
+    let core: Vec<bool> = (0..x.rows)
         .into_par_iter()
-        .map(|i| {
-            let mut out = Vec::new();
-            tree.within(x.row(i), r2, &mut out);
-            out
+        .map_init(Vec::new, |buf, i| {
+            buf.clear();
+            tree.within(x.row(i), r2, buf);
+            buf.len() >= p.min_points
         })
         .collect();
-    let core: Vec<bool> = neighbours.iter().map(|n| n.len() >= p.min_points).collect();
     let mut labels = vec![NOISE; x.rows];
     let mut next = 0;
     let mut stack = Vec::new();
+    let mut buf = Vec::new();
     for i in 0..x.rows {
         if labels[i] != NOISE || !core[i] {
             continue;
@@ -92,7 +95,9 @@ pub fn dbscan(x: &Matrix, p: &DbscanParams) -> (Vec<i32>, f64) {
         labels[i] = next;
         stack.push(i);
         while let Some(j) = stack.pop() {
-            for &m in &neighbours[j] {
+            buf.clear();
+            tree.within(x.row(j), r2, &mut buf);
+            for &m in &buf {
                 if labels[m] == NOISE {
                     labels[m] = next;
                     if core[m] {
