@@ -30,7 +30,7 @@ def robust(x, weight):
 
 def features(df):
     local = df["created_at"].dt.tz_convert("America/Sao_Paulo")
-    df = df.assign(hour=local.dt.hour, weekday=local.dt.weekday, day=local.dt.floor("D"))
+    df = df.assign(hour=local.dt.hour, weekday=local.dt.day_of_week, day=local.dt.floor("D"))
     bets = df[df["type"] == "bet"]
     g = bets.groupby("user_id")
     stake = g["amount"].sum()

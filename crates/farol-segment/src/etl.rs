@@ -250,11 +250,11 @@ pub fn aggregate_files(
                         first_row,
                     } => read_row_group(file, *group, columns, *first_row, &shared, &mut acc)?,
                 }
-                let done = shared.units_done.fetch_add(1, Ordering::Relaxed) + 1;
+                let done = shared.units_done.fetch_add(1, Ordering::AcqRel) + 1;
                 (shared.progress)(EtlProgress {
                     units_done: done,
                     units_total: shared.units_total,
-                    rows_read: shared.rows.load(Ordering::Relaxed),
+                    rows_read: shared.rows.load(Ordering::Acquire),
                 });
                 Ok::<_, EtlError>(acc)
             })

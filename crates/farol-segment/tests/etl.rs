@@ -127,7 +127,18 @@ fn parquet_csv_and_memory_agree_and_duplicates_across_files_are_dropped() {
         ..EtlParams::default()
     };
     for input in [&single, &parted, &csv] {
-        let agg = aggregate_files(std::slice::from_ref(input), &params, &|_| {}).unwrap();
+        let seen = std::sync::Mutex::new((0u64, 0u64, 0u64));
+        let agg = aggregate_files(std::slice::from_ref(input), &params, &|p| {
+            let mut s = seen.lock().unwrap();
+            *s = (s.0.max(p.units_done), p.units_total, s.2.max(p.rows_read));
+        })
+        .unwrap();
+        // Progress reaches every unit done and every row counted (calls
+        // from two threads may arrive out of order: compare maxima).
+        let (done, total, rows) = seen.into_inner().unwrap();
+        assert_eq!(done, total);
+        assert!(total >= 1);
+        assert_eq!(rows as usize, data.transactions.len());
         assert_eq!(
             agg.report.rows_accepted as usize,
             data.transactions.len(),
