@@ -33,6 +33,20 @@ fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// CPU seconds (user + system) this process has used so far.
+fn cpu_s() -> f64 {
+    // Fields 14 and 15 of /proc/self/stat, in clock ticks (100 per second on Linux).
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit(')').next()?.split_whitespace().collect::<Vec<_>>();
+            let u: f64 = rest.get(11)?.parse().ok()?;
+            let k: f64 = rest.get(12)?.parse().ok()?;
+            Some((u + k) / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut users = 100_000usize;
     let mut tx = 50.0f64;
@@ -109,14 +123,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("threads: {}", pool.current_num_threads());
     let total = Instant::now();
     let t = Instant::now();
+    let cpu0 = cpu_s();
     let params = EtlParams {
         threads,
         ..EtlParams::default()
     };
     let agg = aggregate_files(std::slice::from_ref(&lake), &params, &|_| {})?;
     let read_s = t.elapsed().as_secs_f64();
+    let read_cpu = cpu_s() - cpu0;
     println!(
-        "read+ETL: {read_s:.2} s ({} rows, {} users, {} duplicates, {} rejected)",
+        "read+ETL: {read_s:.2} s, {read_cpu:.2} CPU-s ({:.2} cores busy) ({} rows, {} users, {} duplicates, {} rejected)",
+        read_cpu / read_s,
         agg.report.rows_read,
         agg.users.len(),
         agg.report.duplicates_dropped,
