@@ -6,17 +6,33 @@ use farol_segment::cluster::{HdbscanParams, adjusted_rand_index};
 use farol_segment::synth::{generate, write_transactions_parquet, write_users_csv};
 use farol_segment::{Algorithm, PreviousCluster, RunParams, RunReport, run};
 
-fn data(name: &str, users: usize) -> (PathBuf, PathBuf, Vec<i32>) {
+/// A scratch directory, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn join(&self, p: &str) -> PathBuf {
+        self.0.join(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn data(name: &str, users: usize) -> (Scratch, PathBuf, PathBuf, Vec<i32>) {
     let dir =
         std::env::temp_dir().join(format!("farol-segment-pipe-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch(dir);
     let d = generate(users, 40.0, 5);
     let tx = dir.join("lake");
     write_transactions_parquet(&tx, &d.transactions, true).unwrap();
     let u = dir.join("users.csv");
     write_users_csv(&u, &d.users).unwrap();
-    (tx, u, d.planted)
+    (dir, tx, u, d.planted)
 }
 
 fn non_noise_ari(labels: &[i32], truth: &[i32]) -> f64 {
@@ -28,7 +44,7 @@ fn non_noise_ari(labels: &[i32], truth: &[i32]) -> f64 {
 
 #[test]
 fn kmeans_auto_finds_the_planted_segments_and_names_them() {
-    let (tx, users, planted) = data("kmeans", 2000);
+    let (_dir, tx, users, planted) = data("kmeans", 2000);
     let params = RunParams {
         algorithm: Algorithm::Kmeans {
             k: None,
@@ -106,7 +122,7 @@ fn kmeans_auto_finds_the_planted_segments_and_names_them() {
         },
         ..params
     };
-    let (tx, users, _) = data("kmeans2", 2000);
+    let (_dir2, tx, users, _) = data("kmeans2", 2000);
     let seg2 = run(&[tx], &[users], &params2, &previous, &|_| {}).unwrap();
     assert_eq!(seg2.report.matched.len(), 6);
     let renamed = seg2
@@ -124,7 +140,7 @@ fn kmeans_auto_finds_the_planted_segments_and_names_them() {
 
 #[test]
 fn hdbscan_finds_the_planted_segments_and_keeps_noise_apart() {
-    let (tx, users, planted) = data("hdbscan", 2000);
+    let (_dir, tx, users, planted) = data("hdbscan", 2000);
     let params = RunParams {
         algorithm: Algorithm::Hdbscan(HdbscanParams {
             min_cluster_size: 60,
