@@ -27,6 +27,16 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
         let db = Db::connect(&config.database_url(), config.database.max_connections).await?;
         db.migrate().await?;
+        {
+            let mut conn = db.pool().acquire().await?;
+            let n = crate::segment::store::fail_abandoned(&mut conn).await?;
+            if n > 0 {
+                tracing::warn!(
+                    runs = n,
+                    "segmentation runs interrupted by the last stop marked failed"
+                );
+            }
+        }
 
         let secret = match config.auth.jwt_secret.expose_secret() {
             "" => crate::auth::load_or_create_jwt_secret(&db).await?,

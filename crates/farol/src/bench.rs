@@ -22,6 +22,32 @@ pub enum BenchCommand {
     /// fastest raw path (COPY on PostgreSQL, prepared multi-row inserts on SQLite): the
     /// baseline the import pipeline is compared with.
     RawLoad(RawLoadArgs),
+    /// Write synthetic players with planted segments: users.csv, transactions (Parquet or
+    /// CSV, optionally partitioned by day) and planted.csv (the truth, for ARI).
+    GenTransactions(GenTransactionsArgs),
+}
+
+/// Arguments of `farol bench gen-transactions`.
+#[derive(Debug, Args)]
+pub struct GenTransactionsArgs {
+    /// Players.
+    #[arg(long, default_value_t = 100_000)]
+    pub users: usize,
+    /// Mean transactions per player.
+    #[arg(long, default_value_t = 50.0)]
+    pub tx_per_user: f64,
+    /// Output directory.
+    #[arg(long, short)]
+    pub output: PathBuf,
+    /// Transactions format.
+    #[arg(long, default_value = "parquet", value_parser = ["parquet", "csv"])]
+    pub format: String,
+    /// Parquet partitioned by day (`transactions/dt=YYYY-MM-DD/part-0.parquet`).
+    #[arg(long)]
+    pub partitioned: bool,
+    /// Random seed.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
 }
 
 /// Arguments of `farol bench gen-clients`.
@@ -62,6 +88,11 @@ pub async fn run(config: Config, command: BenchCommand) -> anyhow::Result<()> {
             Ok(())
         }
         BenchCommand::RawLoad(args) => raw_load(config, args).await,
+        BenchCommand::GenTransactions(args) => {
+            let summary = tokio::task::spawn_blocking(move || gen_transactions(&args)).await??;
+            eprintln!("{summary}");
+            Ok(())
+        }
     }
 }
 
@@ -614,4 +645,82 @@ async fn raw_load(config: Config, args: RawLoadArgs) -> anyhow::Result<()> {
         db.backend().name()
     );
     Ok(())
+}
+
+/// Writes a synthetic data lake; returns a summary.
+pub fn gen_transactions(args: &GenTransactionsArgs) -> anyhow::Result<String> {
+    use farol_segment::synth;
+    std::fs::create_dir_all(&args.output)?;
+    let mut users = Vec::with_capacity(args.users);
+    let mut planted = Vec::with_capacity(args.users);
+    let mut count = 0u64;
+    let tx_path = args
+        .output
+        .join(match (args.format.as_str(), args.partitioned) {
+            ("csv", _) => "transactions.csv",
+            (_, true) => "transactions",
+            _ => "transactions.parquet",
+        });
+    let mut error: Option<anyhow::Error> = None;
+    if args.format == "csv" {
+        let mut w = synth::TxCsvWriter::create(&tx_path)?;
+        synth::generate_with(
+            args.users,
+            args.tx_per_user,
+            args.seed,
+            |u, s| {
+                planted.push((u.user_id.clone(), s));
+                users.push(u);
+            },
+            |t| {
+                count += 1;
+                if error.is_none()
+                    && let Err(e) = w.write(&t)
+                {
+                    error = Some(e.into());
+                }
+            },
+        );
+        w.finish()?;
+    } else {
+        let mut w = synth::TxParquetWriter::create(&tx_path, args.partitioned)?;
+        synth::generate_with(
+            args.users,
+            args.tx_per_user,
+            args.seed,
+            |u, s| {
+                planted.push((u.user_id.clone(), s));
+                users.push(u);
+            },
+            |t| {
+                count += 1;
+                if error.is_none()
+                    && let Err(e) = w.write(t)
+                {
+                    error = Some(e.into());
+                }
+            },
+        );
+        w.finish()?;
+    }
+    if let Some(e) = error {
+        return Err(e);
+    }
+    synth::write_users_csv(&args.output.join("users.csv"), &users)?;
+    let names = synth::segment_names();
+    let mut p = csv::Writer::from_path(args.output.join("planted.csv"))?;
+    p.write_record(["user_id", "segment", "segment_name"])?;
+    for (id, s) in &planted {
+        p.write_record([
+            id.as_str(),
+            &s.to_string(),
+            names.get(*s).copied().unwrap_or(""),
+        ])?;
+    }
+    p.flush()?;
+    Ok(format!(
+        "wrote {} players and {count} transactions to {}",
+        users.len(),
+        args.output.display()
+    ))
 }

@@ -57,6 +57,9 @@ enum Command {
     Clients(ClientsCommand),
     /// Import clients from CSV/XLSX files (mapping, normalization, dedupe, report).
     Import(crate::import::cli::ImportArgs),
+    /// Behavioral segmentation of players from the data lake.
+    #[command(subcommand)]
+    Segment(crate::segment::cli::SegmentCommand),
     /// Benchmark helpers: data generators and raw-load baselines.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -199,6 +202,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Clients(ClientsCommand::Export(args)) => export(config, args).await,
         Command::Import(args) => crate::import::cli::run(config, args).await,
         Command::Bench(command) => crate::bench::run(config, command).await,
+        Command::Segment(command) => crate::segment::cli::run(config, command).await,
     }
 }
 

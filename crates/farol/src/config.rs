@@ -32,6 +32,8 @@ pub struct Config {
     pub amqp: UrlConfig,
     /// Imports.
     pub import: ImportConfig,
+    /// Segmentation.
+    pub segment: SegmentConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -139,6 +141,34 @@ impl Default for ImportConfig {
     }
 }
 
+/// Segmentation (the data lake and how to read it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SegmentConfig {
+    /// Transactions: a file or folder (CSV/Parquet, `dt=…` partitions). Empty: not configured.
+    pub transactions: String,
+    /// Users: a file or folder. Empty: players are clustered without CRM data.
+    pub users: String,
+    /// Transaction column overrides, `"column=field,…"` (operators name columns differently).
+    pub transactions_mapping: String,
+    /// User column overrides.
+    pub users_mapping: String,
+    /// IANA zone for timestamps without one and for hour/weekday features.
+    pub time_zone: String,
+}
+
+impl Default for SegmentConfig {
+    fn default() -> Self {
+        Self {
+            transactions: String::new(),
+            users: String::new(),
+            transactions_mapping: String::new(),
+            users_mapping: String::new(),
+            time_zone: "America/Sao_Paulo".into(),
+        }
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -176,6 +206,7 @@ impl Default for Config {
             amqp: UrlConfig::default(),
             log: LogConfig::default(),
             import: ImportConfig::default(),
+            segment: SegmentConfig::default(),
         }
     }
 }

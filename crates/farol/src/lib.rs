@@ -3,6 +3,7 @@
 //! One binary, one module per capability:
 //! - [`crm`]: clients, contacts, tags, custom fields, portfolios, timelines;
 //! - [`import`]: spreadsheets in (upload, mapping, normalization, dedupe, reports);
+//! - [`segment`]: behavioral clusters from the data lake, named, linked to clients;
 //! - [`auth`]: users, login, tokens, roles; [`audit`]: the append-only audit log;
 //! - [`api`]: the HTTP edge (router, errors, OpenAPI); [`ops`]: health, readiness, metrics;
 //! - [`db`]: storage on SQLite or PostgreSQL; [`config`]: configuration;
@@ -21,5 +22,6 @@ pub mod db;
 pub mod demo;
 pub mod import;
 pub mod ops;
+pub mod segment;
 pub mod state;
 pub mod telemetry;

@@ -85,6 +85,7 @@ fn v1() -> OpenApiRouter<AppState> {
         .routes(routes!(audit::list_audit))
         .merge(crm::router())
         .merge(crate::import::router())
+        .merge(crate::segment::router())
 }
 
 /// The OpenAPI document (also served at `/api/v1/openapi.json`).

@@ -90,11 +90,13 @@ pub enum Permission {
     AuditRead,
     /// Run imports and manage mapping presets.
     ImportsRun,
+    /// Start segmentation runs and rename clusters.
+    SegmentsRun,
 }
 
 impl Permission {
     /// Every permission, in documentation order.
-    pub const ALL: [Permission; 8] = [
+    pub const ALL: [Permission; 9] = [
         Permission::CrmRead,
         Permission::CrmWrite,
         Permission::CrmDelete,
@@ -103,6 +105,7 @@ impl Permission {
         Permission::UsersManage,
         Permission::AuditRead,
         Permission::ImportsRun,
+        Permission::SegmentsRun,
     ];
 
     /// Short name and the routes it covers, for the documentation table.
@@ -127,6 +130,10 @@ impl Permission {
             Permission::ImportsRun => (
                 "imports.run",
                 "`/imports` (upload, preview, start, cancel, reports) and `/import-presets`",
+            ),
+            Permission::SegmentsRun => (
+                "segments.run",
+                "`POST /segmentations`, `PATCH /clusters/{id}` (reading clusters is crm.read)",
             ),
         }
     }

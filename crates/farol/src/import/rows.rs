@@ -337,7 +337,7 @@ fn parse_score(s: &str) -> Option<i64> {
 }
 
 /// A stable 63-bit hash of every normalized value (not the row number).
-fn hash(c: &Candidate) -> i64 {
+pub fn hash(c: &Candidate) -> i64 {
     let mut h = Sha256::new();
     let mut put = |label: &str, v: &str| {
         h.update(label.as_bytes());

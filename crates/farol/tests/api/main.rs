@@ -10,5 +10,6 @@ mod helpers;
 mod imports;
 mod ops;
 mod rbac;
+mod segments;
 mod tenancy;
 mod users;

@@ -5,11 +5,12 @@ use farol::auth::{Permission, Role};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::spawn_app;
-
 #[tokio::test]
 async fn every_role_gets_exactly_the_routes_its_permissions_allow() {
-    let app = spawn_app().await;
+    // A lake that does not exist: starting a run is accepted (it then fails in the background).
+    let (mut config, dir) = crate::helpers::test_config().await;
+    config.segment.transactions = dir.path().join("no-lake").display().to_string();
+    let app = crate::helpers::spawn_with(config, dir).await;
     let admin = app.admin().await;
     let client = app
         .client(
@@ -49,6 +50,12 @@ async fn every_role_gets_exactly_the_routes_its_permissions_allow() {
     let n = std::sync::atomic::AtomicUsize::new(0);
     let uniq = || n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let routes: Vec<(Permission, Method, String, Option<Value>)> = vec![
+        (
+            Permission::SegmentsRun,
+            Method::POST,
+            "/api/v1/segmentations".into(),
+            Some(json!({})),
+        ),
         (
             Permission::ImportsRun,
             Method::GET,

@@ -1,0 +1,229 @@
+//! `farol segment run | export`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use super::service::{self, Sources};
+use super::store;
+use crate::config::Config;
+use crate::db::Db;
+
+/// `farol segment` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SegmentCommand {
+    /// Read transactions (and users), cluster players, name the clusters, link players to
+    /// CRM clients, and make the run active.
+    Run(RunArgs),
+    /// Write the active run's final union table: one row per player with cluster, features
+    /// and CRM data.
+    Export(ExportArgs),
+}
+
+/// Arguments of `farol segment run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Transaction files or folders (CSV/Parquet; `dt=…` partitions). Default: segment.transactions.
+    #[arg(long, value_name = "PATH")]
+    pub transactions: Vec<PathBuf>,
+    /// User files or folders. Default: segment.users.
+    #[arg(long, value_name = "PATH")]
+    pub users: Vec<PathBuf>,
+    /// Transaction column overrides, "column=field,…".
+    #[arg(long, value_name = "SPEC")]
+    pub map: Option<String>,
+    /// User column overrides, "column=field,…".
+    #[arg(long, value_name = "SPEC")]
+    pub map_users: Option<String>,
+    /// Clustering.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "kmeans", "dbscan", "hdbscan"])]
+    pub algorithm: String,
+    /// KMeans k (default: chosen by silhouette).
+    #[arg(long)]
+    pub k: Option<usize>,
+    /// HDBSCAN minimum cluster size.
+    #[arg(long)]
+    pub min_cluster_size: Option<usize>,
+    /// Account (slug).
+    #[arg(long, default_value = crate::accounts::DEFAULT_ACCOUNT)]
+    pub account: String,
+    /// Print the run report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `farol segment export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Output format.
+    #[arg(long, default_value = "csv", value_parser = ["csv"])]
+    pub format: String,
+    /// Output file (default: standard output).
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Account (slug).
+    #[arg(long, default_value = crate::accounts::DEFAULT_ACCOUNT)]
+    pub account: String,
+}
+
+/// Runs a `farol segment` command.
+pub async fn run(config: Config, command: SegmentCommand) -> anyhow::Result<()> {
+    let db = Db::connect(&config.database_url(), 4).await?;
+    db.migrate().await?;
+    match command {
+        SegmentCommand::Run(args) => run_segmentation(&config, &db, args).await,
+        SegmentCommand::Export(args) => export(&db, args).await,
+    }
+}
+
+async fn run_segmentation(config: &Config, db: &Db, args: RunArgs) -> anyhow::Result<()> {
+    let account_id = crate::accounts::find(db, &args.account)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("account `{}` does not exist", args.account))?;
+    let mut seg_config = config.segment.clone();
+    if let Some(m) = &args.map {
+        seg_config.transactions_mapping.clone_from(m);
+    }
+    if let Some(m) = &args.map_users {
+        seg_config.users_mapping.clone_from(m);
+    }
+    let params = super::routes::run_params(
+        &seg_config,
+        Some(&args.algorithm),
+        args.k,
+        args.min_cluster_size,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let pick = |given: Vec<PathBuf>, configured: &str| {
+        if given.is_empty() && !configured.is_empty() {
+            vec![PathBuf::from(configured)]
+        } else {
+            given
+        }
+    };
+    let sources = Sources {
+        transactions: pick(args.transactions, &config.segment.transactions),
+        users: pick(args.users, &config.segment.users),
+    };
+    if sources.transactions.is_empty() {
+        anyhow::bail!("no transactions: pass --transactions PATH or set segment.transactions");
+    }
+    let quiet = args.json;
+    let summary = service::run(db, account_id, None, sources, params, move |stage| {
+        if !quiet {
+            match stage {
+                farol_segment::Stage::Reading(p) if p.units_done == p.units_total => {
+                    eprintln!("read {} transaction rows", p.rows_read)
+                }
+                farol_segment::Stage::Features => eprintln!("computing features…"),
+                farol_segment::Stage::Clustering { k, silhouette } if k > 0 => {
+                    eprintln!("  k = {k}: silhouette {silhouette:.3}")
+                }
+                farol_segment::Stage::Profiling => eprintln!("profiling and naming clusters…"),
+                _ => {}
+            }
+        }
+    })
+    .await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        let q = &summary.report.quality;
+        println!(
+            "Segmentation #{}: {} players in {} clusters; {} linked to CRM clients (import #{})",
+            summary.run_id,
+            summary.report.users,
+            summary.clusters.len(),
+            summary.linked_clients,
+            summary.import_id
+        );
+        println!("quality: {}", serde_json::to_string(q)?);
+        for c in &summary.clusters {
+            println!(
+                "  {:>3}  {:>8}  {}  ({})",
+                c.cluster, c.size, c.name_pt, c.name_en
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn export(db: &Db, args: ExportArgs) -> anyhow::Result<()> {
+    let account_id = crate::accounts::find(db, &args.account)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("account `{}` does not exist", args.account))?;
+    let mut conn = db.pool().acquire().await?;
+    let run = store::active_run(&mut conn, account_id)
+        .await?
+        .ok_or_else(|| {
+            anyhow::anyhow!("no segmentation has completed yet: run `farol segment run`")
+        })?;
+    let names: std::collections::HashMap<i64, (String, String)> =
+        store::clusters(&mut conn, run.id)
+            .await?
+            .into_iter()
+            .map(|c| (c.label, (c.name_pt, c.name_en)))
+            .collect();
+    let out: Box<dyn Write> = match &args.output {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p)
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", p.display()))?,
+        )),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut w = csv::Writer::from_writer(out);
+    let mut header_done = false;
+    let mut after = String::new();
+    let mut written = 0u64;
+    loop {
+        let page = store::all_members(&mut conn, run.id, &after, 5000).await?;
+        let Some(last) = page.last() else { break };
+        after = last.user_ext_id.clone();
+        for m in &page {
+            let features: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&m.features).unwrap_or_default();
+            if !header_done {
+                let mut h = vec![
+                    "user_id".to_owned(),
+                    "cluster_id".into(),
+                    "cluster_name".into(),
+                    "cluster_name_en".into(),
+                    "client_id".into(),
+                    "name".into(),
+                    "email".into(),
+                    "phone".into(),
+                ];
+                h.extend(features.keys().filter(|k| *k != "user_id").cloned());
+                w.write_record(&h)?;
+                header_done = true;
+            }
+            let (pt, en) = names.get(&m.label).cloned().unwrap_or_default();
+            let mut rec = vec![
+                m.user_ext_id.clone(),
+                m.label.to_string(),
+                pt,
+                en,
+                m.client_id.map(|c| c.to_string()).unwrap_or_default(),
+                m.name.clone().unwrap_or_default(),
+                m.email.clone().unwrap_or_default(),
+                m.phone.clone().unwrap_or_default(),
+            ];
+            for (k, v) in &features {
+                if k == "user_id" {
+                    continue;
+                }
+                rec.push(match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Null => String::new(),
+                    other => other.to_string(),
+                });
+            }
+            w.write_record(&rec)?;
+            written += 1;
+        }
+    }
+    w.flush()?;
+    eprintln!("exported {written} players of segmentation #{}", run.id);
+    Ok(())
+}

@@ -1,0 +1,336 @@
+//! One segmentation run end to end: read the lake's files, cluster (farol-segment), bring the
+//! players in as CRM clients (the importer's normalizers and dedupe), store the run.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use farol_normalize::{Email, Phone};
+use farol_segment::{ClusterProfile, PreviousCluster, RunParams, Segmentation, Stage, UserRow};
+use serde::{Deserialize, Serialize};
+
+use super::store;
+use crate::db::bulk::json_texts;
+use crate::db::{Db, DbError, now_ms};
+use crate::import::rows::Candidate;
+use crate::import::store::{ImportOptions, NewFile, Status};
+use crate::import::writer::{self, BatchMeta, Caches, Dedupe};
+
+/// Where a run reads from.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Sources {
+    /// Transaction files or folders (CSV/Parquet, `dt=` partitions).
+    pub transactions: Vec<PathBuf>,
+    /// User files or folders.
+    pub users: Vec<PathBuf>,
+}
+
+/// What a finished run produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    /// The run.
+    pub run_id: i64,
+    /// The import that matched players to clients.
+    pub import_id: i64,
+    /// Clusters with names and sizes.
+    pub clusters: Vec<ClusterSummary>,
+    /// Players linked to a CRM client.
+    pub linked_clients: usize,
+    /// The run's report.
+    pub report: farol_segment::RunReport,
+}
+
+/// One line of a run summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterSummary {
+    /// Label.
+    pub cluster: i32,
+    /// pt-BR name.
+    pub name_pt: String,
+    /// English name.
+    pub name_en: String,
+    /// Players.
+    pub size: usize,
+}
+
+/// Runs a segmentation for an account. Blocking work runs on the blocking pool.
+pub async fn run(
+    db: &Db,
+    account_id: i64,
+    created_by: Option<i64>,
+    sources: Sources,
+    params: RunParams,
+    progress: impl Fn(Stage) + Send + Sync + 'static,
+) -> anyhow::Result<RunSummary> {
+    let run_id = create(db, account_id, created_by, &sources, &params).await?;
+    execute_run(
+        db, account_id, created_by, run_id, sources, params, progress,
+    )
+    .await
+}
+
+/// Records a new run (status `running`); [`execute_run`] does the work.
+pub async fn create(
+    db: &Db,
+    account_id: i64,
+    created_by: Option<i64>,
+    sources: &Sources,
+    params: &RunParams,
+) -> anyhow::Result<i64> {
+    let mut conn = db.pool().acquire().await?;
+    let stored_params = serde_json::json!({"run": params, "sources": sources});
+    Ok(store::create_run(&mut conn, account_id, created_by, &stored_params).await?)
+}
+
+/// Does run `run_id`; on failure the run is marked failed with the reason.
+pub async fn execute_run(
+    db: &Db,
+    account_id: i64,
+    created_by: Option<i64>,
+    run_id: i64,
+    sources: Sources,
+    params: RunParams,
+    progress: impl Fn(Stage) + Send + Sync + 'static,
+) -> anyhow::Result<RunSummary> {
+    let mut conn = db.pool().acquire().await?;
+    let previous = previous_clusters(&mut conn, account_id).await?;
+    drop(conn);
+    match execute(
+        db, account_id, created_by, run_id, sources, params, previous, progress,
+    )
+    .await
+    {
+        Ok(summary) => Ok(summary),
+        Err(e) => {
+            let mut conn = db.pool().acquire().await?;
+            store::fail_run(&mut conn, run_id, &format!("{e:#}")).await?;
+            Err(e.context(format!("segmentation run #{run_id} failed")))
+        }
+    }
+}
+
+/// The active run's clusters as the matcher needs them, with the names people gave.
+async fn previous_clusters(
+    conn: &mut sqlx::AnyConnection,
+    account_id: i64,
+) -> anyhow::Result<Vec<PreviousCluster>> {
+    let Some(active) = store::active_run(conn, account_id).await? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for c in store::clusters(conn, active.id).await? {
+        let Ok(profile) = serde_json::from_str::<ClusterProfile>(&c.profile) else {
+            continue;
+        };
+        let mut p = PreviousCluster::from(&profile);
+        p.name_pt = c.name_pt;
+        p.name_en = c.name_en;
+        p.user_named = c.user_named != 0;
+        out.push(p);
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn execute(
+    db: &Db,
+    account_id: i64,
+    created_by: Option<i64>,
+    run_id: i64,
+    sources: Sources,
+    params: RunParams,
+    previous: Vec<PreviousCluster>,
+    progress: impl Fn(Stage) + Send + Sync + 'static,
+) -> anyhow::Result<RunSummary> {
+    let (seg, users): (Segmentation, Vec<UserRow>) = tokio::task::spawn_blocking(move || {
+        let seg = farol_segment::run(
+            &sources.transactions,
+            &sources.users,
+            &params,
+            &previous,
+            &progress,
+        )?;
+        let mut users = Vec::new();
+        farol_segment::read_users(&sources.users, &params.etl, |u| users.push(u))?;
+        Ok::<_, farol_segment::EtlError>((seg, users))
+    })
+    .await??;
+    let import_id = players_to_clients(db, account_id, created_by, &users).await?;
+    let clients = client_ids(db, account_id, &seg).await?;
+    let mut tx = db.begin().await?;
+    store::complete_run(
+        &mut tx,
+        db.backend(),
+        run_id,
+        account_id,
+        Some(import_id),
+        &seg,
+        &clients,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(RunSummary {
+        run_id,
+        import_id,
+        linked_clients: clients.len(),
+        clusters: seg
+            .profiles
+            .iter()
+            .map(|p| ClusterSummary {
+                cluster: p.cluster,
+                name_pt: p.name_pt.clone(),
+                name_en: p.name_en.clone(),
+                size: p.size,
+            })
+            .collect(),
+        report: seg.report,
+    })
+}
+
+/// A player as an import candidate: external id first, then phone, then e-mail identify the
+/// client (the importer's precedence), values normalized by the same normalizers.
+fn candidate(row: u64, u: &UserRow) -> Option<Candidate> {
+    let phones: Vec<String> = Phone::parse(&u.phone)
+        .ok()
+        .map(|p| p.phone.into_string())
+        .into_iter()
+        .collect();
+    let emails: Vec<String> = Email::parse(&u.email)
+        .ok()
+        .map(Email::into_string)
+        .into_iter()
+        .collect();
+    if phones.is_empty() && emails.is_empty() {
+        return None;
+    }
+    let name = if u.name.trim().is_empty() {
+        u.user_id.clone()
+    } else {
+        u.name.split_whitespace().collect::<Vec<_>>().join(" ")
+    };
+    let mut c = Candidate {
+        row,
+        name,
+        phones,
+        emails,
+        external_id: Some(u.user_id.clone()),
+        city: (!u.state.trim().is_empty()).then(|| u.state.trim().to_owned()),
+        ..Candidate::default()
+    };
+    c.hash = crate::import::rows::hash(&c);
+    Some(c)
+}
+
+/// Upserts the players as clients (dedupe `merge`: fills empty fields, adds contacts, never
+/// overwrites what the CRM team typed) through an import job, so the report is the importer's.
+async fn players_to_clients(
+    db: &Db,
+    account_id: i64,
+    created_by: Option<i64>,
+    users: &[UserRow],
+) -> anyhow::Result<i64> {
+    const FILE: &str = "data-lake:users";
+    let mut tx = db.begin().await?;
+    let import_id = crate::import::store::create(
+        &mut tx,
+        account_id,
+        created_by,
+        Status::Running,
+        Dedupe::Merge,
+        &ImportOptions::default(),
+        &[NewFile {
+            name: FILE.into(),
+            path: String::new(),
+            size: None,
+        }],
+    )
+    .await?;
+    tx.commit().await?;
+    let meta = BatchMeta {
+        account_id,
+        import_id,
+        created_by,
+        dedupe: Dedupe::Merge,
+        file: FILE,
+    };
+    let mut caches = Caches::default();
+    let mut counts = crate::import::store::Counters::default();
+    for (chunk_no, chunk) in users.chunks(5000).enumerate() {
+        let mut valid = Vec::with_capacity(chunk.len());
+        for (i, u) in chunk.iter().enumerate() {
+            counts.rows_read += 1;
+            match candidate((chunk_no * 5000 + i + 2) as u64, u) {
+                Some(c) => valid.push(c),
+                None => {
+                    counts.invalid += 1;
+                    *counts.reasons.entry("no_contact".into()).or_default() += 1;
+                }
+            }
+        }
+        let mut attempt = 0;
+        let outcome = loop {
+            attempt += 1;
+            let mut tx = db.begin().await?;
+            writer::lock_account(&mut tx, db.backend(), account_id).await?;
+            match writer::write_batch(&mut tx, db.backend(), &meta, &mut caches, &valid).await {
+                Ok(o) => {
+                    tx.commit().await?;
+                    break o;
+                }
+                Err(DbError::Conflict { .. }) if attempt < 4 => {
+                    caches.forget_uncommitted();
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        counts.imported += outcome.counts.imported;
+        counts.updated += outcome.counts.updated;
+        counts.unchanged += outcome.counts.unchanged;
+        counts.duplicates += outcome.counts.duplicate;
+        for (_, p) in outcome.problems {
+            *counts.reasons.entry(p.code).or_default() += 1;
+        }
+    }
+    let mut conn = db.pool().acquire().await?;
+    sqlx::query(
+        "update imports set status = 'completed', rows_read = $1, rows_imported = $2, rows_updated = $3, \
+         rows_unchanged = $4, rows_invalid = $5, rows_duplicate = $6, reasons = $7, progress_done = 1000000, \
+         started_at = $8, finished_at = $8, updated_at = $8, lease_owner = null where id = $9",
+    )
+    .bind(counts.rows_read as i64)
+    .bind(counts.imported as i64)
+    .bind(counts.updated as i64)
+    .bind(counts.unchanged as i64)
+    .bind(counts.invalid as i64)
+    .bind(counts.duplicates as i64)
+    .bind(serde_json::to_string(&counts.reasons)?)
+    .bind(now_ms())
+    .bind(import_id)
+    .execute(&mut *conn)
+    .await?;
+    writer::tidy_search_index(&mut conn, db.backend()).await?;
+    Ok(import_id)
+}
+
+/// CRM client of each clustered player, by external id.
+async fn client_ids(
+    db: &Db,
+    account_id: i64,
+    seg: &Segmentation,
+) -> anyhow::Result<HashMap<String, i64>> {
+    let mut out = HashMap::new();
+    let sql = format!(
+        "select c.external_id, c.id from {} cross join clients c where c.account_id = $1 and c.external_id = j.value",
+        json_texts(db.backend(), 2)
+    );
+    let mut conn = db.pool().acquire().await?;
+    for chunk in seg.features.chunks(5000) {
+        let ids: Vec<&str> = chunk.iter().map(|f| f.user_id.as_str()).collect();
+        let rows: Vec<(String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(account_id)
+            .bind(serde_json::to_string(&ids)?)
+            .fetch_all(&mut *conn)
+            .await?;
+        out.extend(rows);
+    }
+    Ok(out)
+}

@@ -1,0 +1,334 @@
+//! Segmentation end to end: a synthetic data lake with planted segments → a run started through
+//! the API → clusters named in words, players linked to CRM clients, served and exported; a
+//! renamed cluster keeps its name in the next run.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, spawn_app, spawn_with, test_config};
+
+fn farol(dir: &Path, database_url: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_farol"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("FAROL_DATA_DIR", dir)
+        .current_dir(dir);
+    if !database_url.is_empty() {
+        cmd.env("DATABASE_URL", database_url);
+    }
+    cmd
+}
+
+fn lake(dir: &Path, users: usize) {
+    let out = farol(dir, "")
+        .args([
+            "bench",
+            "gen-transactions",
+            "--users",
+            &users.to_string(),
+            "--tx-per-user",
+            "40",
+            "--partitioned",
+            "-o",
+        ])
+        .arg(dir.join("lake"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn wait_run(app: &TestApp, token: &str, id: i64) -> Value {
+    let start = Instant::now();
+    loop {
+        let r = app.get(&format!("/api/v1/segmentations/{id}"), token).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        if r.body["status"] != "running" {
+            return r.body;
+        }
+        assert!(start.elapsed() < Duration::from_secs(180), "run {id} stuck");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_run_clusters_planted_players_names_them_and_links_them_to_clients() {
+    let (mut config, dir) = test_config().await;
+    lake(dir.path(), 600);
+    config.segment.transactions = dir.path().join("lake/transactions").display().to_string();
+    config.segment.users = dir.path().join("lake/users.csv").display().to_string();
+    let lake_dir = dir.path().to_path_buf();
+    let app = spawn_with(config, dir).await;
+    let token = app.admin().await;
+
+    let r = app
+        .post(
+            "/api/v1/segmentations",
+            &token,
+            json!({"algorithm": "kmeans"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert_eq!(r.body["status"], "running");
+    let run = wait_run(&app, &token, r.body["id"].as_i64().unwrap()).await;
+    assert_eq!(run["status"], "completed", "{run}");
+    assert!(run["active"].as_bool().unwrap());
+    assert_eq!(run["users"], 600);
+    let quality = &run["report"]["quality"];
+    assert!(quality["silhouette"].as_f64().unwrap() > 0.3, "{quality}");
+    assert!(
+        quality["davies_bouldin"].as_f64().is_some()
+            && quality["calinski_harabasz"].as_f64().is_some()
+    );
+    let clean = &run["report"]["clean"];
+    assert_eq!(
+        clean["rows_read"], clean["rows_accepted"],
+        "synthetic data is clean: {clean}"
+    );
+    assert_eq!(clean["users"], 600);
+    assert!(run["window_start"].as_str().is_some() && run["window_end"].as_str().is_some());
+
+    let clusters = app.get("/api/v1/clusters", &token).await.body;
+    let clusters = clusters.as_array().unwrap().clone();
+    assert!((4..=8).contains(&clusters.len()), "{clusters:?}");
+    let total: i64 = clusters.iter().map(|c| c["size"].as_i64().unwrap()).sum();
+    assert_eq!(total, 600);
+    let names: Vec<&str> = clusters
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(names.iter().any(|n| n.starts_with("Crash")), "{names:?}");
+    assert!(names.iter().any(|n| n.contains("cashback")), "{names:?}");
+
+    // Planted segments are recovered: each planted segment lands almost entirely in one cluster.
+    let planted: HashMap<String, String> =
+        csv::Reader::from_path(lake_dir.join("lake/planted.csv"))
+            .unwrap()
+            .records()
+            .map(|r| {
+                let r = r.unwrap();
+                (r[0].to_owned(), r[1].to_owned())
+            })
+            .collect();
+    let mut by_planted: HashMap<String, HashMap<i64, usize>> = HashMap::new();
+    for c in &clusters {
+        let id = c["id"].as_i64().unwrap();
+        let mut after = String::new();
+        loop {
+            let page = app
+                .get(
+                    &format!("/api/v1/clusters/{id}/users?limit=100&after={after}"),
+                    &token,
+                )
+                .await
+                .body;
+            for m in page["items"].as_array().unwrap() {
+                let user = m["user_ext_id"].as_str().unwrap();
+                *by_planted
+                    .entry(planted[user].clone())
+                    .or_default()
+                    .entry(id)
+                    .or_default() += 1;
+                assert!(
+                    m["client_id"].as_i64().is_some(),
+                    "every player became a client: {m}"
+                );
+                assert!(m["email"].as_str().unwrap().contains('@'));
+            }
+            match page["next_after"].as_str() {
+                Some(a) => after = a.to_owned(),
+                None => break,
+            }
+        }
+    }
+    for (segment, spread) in &by_planted {
+        let total: usize = spread.values().sum();
+        let top = spread.values().max().unwrap();
+        assert!(
+            *top as f64 / total as f64 > 0.9,
+            "planted segment {segment} split: {spread:?}"
+        );
+    }
+
+    // A player's segment and behavior, by external id or by CRM client id.
+    let seg = app.get("/api/v1/users/u0000001/segment", &token).await;
+    assert_eq!(seg.status, StatusCode::OK, "{}", seg.body);
+    let client_id = seg.body["client_id"].as_i64().unwrap();
+    let by_client = app
+        .get(&format!("/api/v1/users/{client_id}/segment"), &token)
+        .await;
+    assert_eq!(by_client.body["cluster"]["id"], seg.body["cluster"]["id"]);
+    let behavior = app
+        .get("/api/v1/users/u0000001/behavior", &token)
+        .await
+        .body;
+    assert!(behavior["bets"].as_u64().unwrap() > 0, "{behavior}");
+    assert!(behavior["game_share"].as_array().unwrap().len() == 6);
+    let client = app
+        .get(&format!("/api/v1/clients/{client_id}"), &token)
+        .await
+        .body;
+    assert_eq!(client["name"], "Jogador 1");
+    assert_eq!(
+        app.get("/api/v1/users/nobody/segment", &token).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    let crash = clusters
+        .iter()
+        .find(|c| c["name"].as_str().unwrap().starts_with("Crash"))
+        .unwrap();
+    let id = crash["id"].as_i64().unwrap();
+    let analytics = app
+        .get(&format!("/api/v1/clusters/{id}/analytics"), &token)
+        .await
+        .body;
+    assert_eq!(analytics["linked_clients"], crash["size"]);
+    assert!(
+        analytics["descriptors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["feature"] == "share_crash"),
+        "{analytics}"
+    );
+
+    // A person renames the cluster; the next run keeps the name on the matching cluster.
+    let r = app
+        .patch(
+            &format!("/api/v1/clusters/{id}"),
+            &token,
+            json!({"name": "Aviãozinho da madrugada"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let viewer = app.user("default", farol::auth::Role::Viewer).await;
+    assert_eq!(
+        app.patch(
+            &format!("/api/v1/clusters/{id}"),
+            &viewer,
+            json!({"name": "x"})
+        )
+        .await
+        .status,
+        StatusCode::FORBIDDEN
+    );
+    let r = app.post("/api/v1/segmentations", &token, json!({})).await;
+    let second = wait_run(&app, &token, r.body["id"].as_i64().unwrap()).await;
+    assert_eq!(second["status"], "completed", "{second}");
+    let clusters = app.get("/api/v1/clusters", &token).await.body;
+    let renamed: Vec<&Value> = clusters
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["name"] == "Aviãozinho da madrugada")
+        .collect();
+    assert_eq!(renamed.len(), 1, "{clusters}");
+    assert_eq!(renamed[0]["user_named"], true);
+    assert_ne!(
+        renamed[0]["id"].as_i64().unwrap(),
+        id,
+        "a new run has new cluster rows"
+    );
+    // Players are not duplicated as clients by a second run.
+    let n: i64 = sqlx::query_scalar("select count(*) from clients")
+        .fetch_one(app.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(n, 600);
+}
+
+#[tokio::test]
+async fn a_run_without_a_configured_lake_is_refused_and_clusters_need_a_run() {
+    let app = spawn_app().await;
+    let token = app.admin().await;
+    let r = app.post("/api/v1/segmentations", &token, json!({})).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.fields(), ["sources"]);
+    let r = app
+        .post(
+            "/api/v1/segmentations",
+            &token,
+            json!({"algorithm": "spectral"}),
+        )
+        .await;
+    assert!(r.fields().contains(&"algorithm".to_owned()), "{}", r.body);
+    assert_eq!(
+        app.get("/api/v1/clusters", &token).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn farol_segment_run_and_export_write_the_final_union_table() {
+    let (config, dir) = test_config().await;
+    lake(dir.path(), 300);
+    let url = secrecy::ExposeSecret::expose_secret(&config.database.url).to_owned();
+    let out = farol(dir.path(), &url)
+        .args([
+            "segment",
+            "run",
+            "--algorithm",
+            "hdbscan",
+            "--min-cluster-size",
+            "15",
+            "--json",
+            "--transactions",
+        ])
+        .arg(dir.path().join("lake/transactions"))
+        .arg("--users")
+        .arg(dir.path().join("lake/users.csv"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["report"]["users"], 300);
+    assert!(
+        summary["clusters"].as_array().unwrap().len() >= 3,
+        "{summary}"
+    );
+
+    let out = farol(dir.path(), &url)
+        .args(["segment", "export", "--format", "csv"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut reader = csv::Reader::from_reader(out.stdout.as_slice());
+    let headers = reader.headers().unwrap().clone();
+    for h in [
+        "user_id",
+        "cluster_id",
+        "cluster_name",
+        "client_id",
+        "email",
+        "phone",
+        "favorite_game",
+        "avg_ticket",
+        "recency_days",
+    ] {
+        assert!(
+            headers.iter().any(|x| x == h),
+            "{h} missing from {headers:?}"
+        );
+    }
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 300);
+    let name_col = headers.iter().position(|h| h == "cluster_name").unwrap();
+    assert!(rows.iter().all(|r| !r[name_col].is_empty()));
+}
