@@ -141,6 +141,8 @@ fn parse_role(s: &str) -> Result<Role, String> {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    // One rustls crypto provider (ring) for every TLS client: database, broker, providers, S3.
+    farol_channels::http::install_default_crypto_provider();
     let cli = Cli::parse();
     let listen = match &cli.command {
         Command::Serve(a) => a.listen,

@@ -155,6 +155,15 @@ pub struct SegmentConfig {
     pub users_mapping: String,
     /// IANA zone for timestamps without one and for hour/weekday features.
     pub time_zone: String,
+    /// S3-compatible endpoint for `s3://bucket/prefix` sources (empty: S3 not used).
+    pub s3_endpoint: String,
+    /// Region for request signing.
+    pub s3_region: String,
+    /// Access key id.
+    pub s3_access_key_id: String,
+    /// Secret access key.
+    #[serde(serialize_with = "serialize_secret")]
+    pub s3_secret_access_key: SecretString,
 }
 
 impl Default for SegmentConfig {
@@ -165,6 +174,10 @@ impl Default for SegmentConfig {
             transactions_mapping: String::new(),
             users_mapping: String::new(),
             time_zone: "America/Sao_Paulo".into(),
+            s3_endpoint: String::new(),
+            s3_region: "us-east-1".into(),
+            s3_access_key_id: String::new(),
+            s3_secret_access_key: SecretString::from(""),
         }
     }
 }

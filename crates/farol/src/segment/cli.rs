@@ -109,6 +109,16 @@ async fn run_segmentation(config: &Config, db: &Db, args: RunArgs) -> anyhow::Re
     if sources.transactions.is_empty() {
         anyhow::bail!("no transactions: pass --transactions PATH or set segment.transactions");
     }
+    let (sources, synced) =
+        super::lake::materialize_all(&config.segment, &config.data_dir, sources).await?;
+    for r in &synced {
+        if !args.json {
+            eprintln!(
+                "object store: {} objects listed, {} downloaded ({} bytes)",
+                r.listed, r.downloaded, r.bytes
+            );
+        }
+    }
     let quiet = args.json;
     let summary = service::run(db, account_id, None, sources, params, move |stage| {
         if !quiet {

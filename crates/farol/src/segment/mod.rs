@@ -7,6 +7,7 @@
 //! ([`service`]), and serves them ([`routes`], [`cli`]). See docs/segmentation.md.
 
 pub mod cli;
+pub mod lake;
 pub mod routes;
 pub mod service;
 pub mod store;

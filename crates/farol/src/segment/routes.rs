@@ -123,7 +123,17 @@ pub async fn start_run(
     let id = service::create(&state.db, account_id, Some(user.id), &sources, &params).await?;
     let db = state.db.clone();
     let user_id = user.id;
+    let (seg_config, data_dir) = (state.config.segment.clone(), state.config.data_dir.clone());
     tokio::spawn(async move {
+        let sources = match super::lake::materialize_all(&seg_config, &data_dir, sources).await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                if let Ok(mut conn) = db.pool().acquire().await {
+                    let _ = store::fail_run(&mut conn, id, &e.to_string()).await;
+                }
+                return;
+            }
+        };
         if let Err(e) =
             service::execute_run(&db, account_id, Some(user_id), id, sources, params, |_| {}).await
         {

@@ -332,3 +332,165 @@ async fn farol_segment_run_and_export_write_the_final_union_table() {
     let name_col = headers.iter().position(|h| h == "cluster_name").unwrap();
     assert!(rows.iter().all(|r| !r[name_col].is_empty()));
 }
+
+/// moto's S3-compatible server (installed by scripts/install-test-deps), killed on drop.
+struct Moto {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn moto() -> Moto {
+    let venv = std::env::var("FAROL_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                .join(".cache/farol/venv")
+        });
+    let python = venv.join("bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/install-test-deps (installs moto's S3 server)",
+        python.display()
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(python)
+        .args(["-m", "moto.server", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start moto");
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let start = Instant::now();
+    while reqwest::get(&endpoint).await.is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "moto did not start (scripts/install-test-deps)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Moto { child, endpoint }
+}
+
+fn files_under(root: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(root).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn a_run_reads_an_s3_compatible_lake_and_later_runs_fetch_only_new_objects() {
+    let s3 = moto().await;
+    let (config, dir) = test_config().await;
+    lake(dir.path(), 200);
+    let client = farol::segment::lake::S3Client::new(&s3.endpoint, "us-east-1", "test", "test");
+    client.create_bucket("lake").await.unwrap();
+    let tx_root = dir.path().join("lake/transactions");
+    let partitions = files_under(&tx_root);
+    assert!(partitions.len() > 10, "partitioned by day");
+    // All partitions but the last one now; the last one arrives later.
+    let (last, first) = partitions.split_last().unwrap();
+    for p in first {
+        let key = format!("tx/{}", p.strip_prefix(&tx_root).unwrap().display());
+        client
+            .put("lake", &key, &std::fs::read(p).unwrap())
+            .await
+            .unwrap();
+    }
+    client
+        .put(
+            "lake",
+            "users/users.csv",
+            &std::fs::read(dir.path().join("lake/users.csv")).unwrap(),
+        )
+        .await
+        .unwrap();
+    let url = secrecy::ExposeSecret::expose_secret(&config.database.url).to_owned();
+    let run = |json: bool| {
+        let mut cmd = farol(dir.path(), &url);
+        cmd.env("FAROL_SEGMENT__S3_ENDPOINT", &s3.endpoint)
+            .env("FAROL_SEGMENT__S3_ACCESS_KEY_ID", "test")
+            .env("FAROL_SEGMENT__S3_SECRET_ACCESS_KEY", "test")
+            .args([
+                "segment",
+                "run",
+                "--transactions",
+                "s3://lake/tx/",
+                "--users",
+                "s3://lake/users/",
+            ]);
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (stdout, stderr) = run(false);
+    assert!(
+        stderr.contains(&format!(
+            "{} objects listed, {} downloaded",
+            first.len(),
+            first.len()
+        )),
+        "{stderr}"
+    );
+    assert!(stdout.contains("200 players"), "{stdout}");
+    let (_, stderr) = run(false);
+    assert!(
+        stderr.contains(&format!("{} objects listed, 0 downloaded", first.len())),
+        "{stderr}"
+    );
+
+    let key = format!("tx/{}", last.strip_prefix(&tx_root).unwrap().display());
+    client
+        .put("lake", &key, &std::fs::read(last).unwrap())
+        .await
+        .unwrap();
+    let (stdout, _) = run(true);
+    let summary: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        summary["report"]["clean"]["files"],
+        partitions.len(),
+        "every partition read: {}",
+        summary["report"]["clean"]
+    );
+
+    // A missing bucket is an error naming it.
+    let out = farol(dir.path(), &url)
+        .env("FAROL_SEGMENT__S3_ENDPOINT", &s3.endpoint)
+        .args(["segment", "run", "--transactions", "s3://nope/tx/"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ListObjectsV2 nope/tx/") && err.contains("NoSuchBucket"),
+        "{err}"
+    );
+}
