@@ -111,6 +111,8 @@ impl App {
             stop.clone(),
             wake.clone(),
         );
+        let schedule =
+            crate::segment::schedule::spawn(db.clone(), self.state.config.clone(), stop.clone());
         let router = crate::api::router(self.state);
         tracing::info!(address = %listener.local_addr()?, backend = db.backend().name(), "serving");
         axum::serve(
@@ -124,6 +126,9 @@ impl App {
         wake.notify_waiters();
         for w in workers {
             let _ = w.await;
+        }
+        if let Some(s) = schedule {
+            s.abort();
         }
         db.close().await;
         tracing::info!("stopped");

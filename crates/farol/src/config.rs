@@ -155,6 +155,9 @@ pub struct SegmentConfig {
     pub users_mapping: String,
     /// IANA zone for timestamps without one and for hour/weekday features.
     pub time_zone: String,
+    /// Cron expression (`min hour day month weekday`, in `time_zone`) to re-run the
+    /// segmentation of the default account; empty: only on demand.
+    pub schedule: String,
     /// S3-compatible endpoint for `s3://bucket/prefix` sources (empty: S3 not used).
     pub s3_endpoint: String,
     /// Region for request signing.
@@ -174,6 +177,7 @@ impl Default for SegmentConfig {
             transactions_mapping: String::new(),
             users_mapping: String::new(),
             time_zone: "America/Sao_Paulo".into(),
+            schedule: String::new(),
             s3_endpoint: String::new(),
             s3_region: "us-east-1".into(),
             s3_access_key_id: String::new(),
@@ -411,6 +415,20 @@ impl Config {
         if self.auth.argon2_memory_kib < 8 || self.auth.argon2_iterations == 0 {
             return Err(ConfigError(
                 "key `auth.argon2_memory_kib`/`auth.argon2_iterations`: memory must be ≥ 8 KiB and iterations ≥ 1".into(),
+            ));
+        }
+        if !self.segment.schedule.trim().is_empty() {
+            crate::segment::schedule::parse(&self.segment.schedule).map_err(ConfigError)?;
+        }
+        if jiff::tz::TimeZone::get(&self.segment.time_zone).is_err() {
+            return Err(ConfigError(format!(
+                "key `segment.time_zone`: {:?} is not an IANA time zone (e.g. America/Sao_Paulo)",
+                self.segment.time_zone
+            )));
+        }
+        if self.import.batch_rows == 0 {
+            return Err(ConfigError(
+                "key `import.batch_rows`: must be greater than 0".into(),
             ));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {

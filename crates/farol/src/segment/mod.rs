@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod lake;
 pub mod routes;
+pub mod schedule;
 pub mod service;
 pub mod store;
 
