@@ -81,6 +81,8 @@ impl App {
             memory_kib: config.auth.argon2_memory_kib,
             iterations: config.auth.argon2_iterations,
         };
+        let segment_cache =
+            crate::segment::cache::SegmentCache::new(redis.clone(), &config.redis.key_prefix);
         let state = AppState {
             db,
             config: Arc::new(config),
@@ -91,6 +93,7 @@ impl App {
             metrics: crate::ops::metrics_handle(),
             decoy: Arc::default(),
             import_wake: Arc::default(),
+            segment_cache,
         };
         Ok(App { state })
     }

@@ -6,6 +6,7 @@
 //! ([`store`]), runs them and links players to clients through the importer's dedupe
 //! ([`service`]), and serves them ([`routes`], [`cli`]). See docs/segmentation.md.
 
+pub mod cache;
 pub mod cli;
 pub mod lake;
 pub mod routes;

@@ -174,7 +174,7 @@ pub async fn get_run(
 }
 
 /// A cluster of the active run.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ClusterOut {
     /// Id (changes with each run; names carry over).
     pub id: i64,
@@ -231,9 +231,23 @@ pub async fn list_clusters(
 ) -> ApiResult<Json<Vec<ClusterOut>>> {
     user.require(Permission::CrmRead)?;
     let run = active(&state, user.account_id).await?;
+    let key = state
+        .segment_cache
+        .key(user.account_id, run.id, "clusters")
+        .await;
+    if let Some(hit) = state.segment_cache.get(&key).await
+        && let Ok(clusters) = serde_json::from_str(&hit)
+    {
+        return Ok(Json(clusters));
+    }
     let mut conn = state.db.pool().acquire().await?;
     let rows = store::clusters(&mut conn, run.id).await?;
-    Ok(Json(rows.into_iter().map(ClusterOut::from).collect()))
+    let out: Vec<ClusterOut> = rows.into_iter().map(ClusterOut::from).collect();
+    let json = serde_json::to_string(&out).map_err(|e| ApiError::Internal(e.into()))?;
+    state.segment_cache.set(&key, &json).await;
+    Ok(Json(
+        serde_json::from_str(&json).map_err(|e| ApiError::Internal(e.into()))?,
+    ))
 }
 
 /// One cluster with its profile.
@@ -314,6 +328,7 @@ pub async fn rename_cluster(
     )
     .await?;
     tx.commit().await?;
+    state.segment_cache.invalidate(user.account_id).await;
     Ok(Json(after.into()))
 }
 
@@ -417,7 +432,7 @@ pub async fn cluster_analytics(
 }
 
 /// A player's segment in the active run.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PlayerSegment {
     /// The operator's user id.
     pub user_id: String,
@@ -456,6 +471,21 @@ pub async fn player_segment(
     Path(id): Path<String>,
 ) -> ApiResult<Json<PlayerSegment>> {
     user.require(Permission::CrmRead)?;
+    let key = match active(&state, user.account_id).await {
+        Ok(run) => Some(
+            state
+                .segment_cache
+                .key(user.account_id, run.id, &format!("player:{id}"))
+                .await,
+        ),
+        Err(_) => None,
+    };
+    if let Some(key) = &key
+        && let Some(hit) = state.segment_cache.get(key).await
+        && let Ok(segment) = serde_json::from_str::<PlayerSegment>(&hit)
+    {
+        return Ok(Json(segment));
+    }
     let (run, m) = find_member(&state, user.account_id, &id).await?;
     let mut conn = state.db.pool().acquire().await?;
     let c: ClusterRow = sqlx::query_as(
@@ -466,11 +496,15 @@ pub async fn player_segment(
     .bind(m.label)
     .fetch_one(&mut *conn)
     .await?;
-    Ok(Json(PlayerSegment {
+    let out = PlayerSegment {
         user_id: m.user_ext_id,
         client_id: m.client_id,
         cluster: c.into(),
-    }))
+    };
+    if let (Some(key), Ok(json)) = (&key, serde_json::to_string(&out)) {
+        state.segment_cache.set(key, &json).await;
+    }
+    Ok(Json(out))
 }
 
 /// A player's behavior: the features computed from their transactions.

@@ -494,3 +494,77 @@ async fn a_run_reads_an_s3_compatible_lake_and_later_runs_fetch_only_new_objects
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn hot_reads_are_cached_in_redis_and_a_rename_is_never_served_stale() {
+    let (mut config, dir) = test_config().await;
+    lake(dir.path(), 200);
+    config.segment.transactions = dir.path().join("lake/transactions").display().to_string();
+    config.segment.users = dir.path().join("lake/users.csv").display().to_string();
+    let redis_url =
+        std::env::var("FAROL_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+    config.redis.url = secrecy::SecretString::from(redis_url.clone());
+    config.redis.key_prefix = prefix.clone();
+    let app = spawn_with(config, dir).await;
+    let token = app.admin().await;
+    let r = app.post("/api/v1/segmentations", &token, json!({})).await;
+    assert_eq!(
+        wait_run(&app, &token, r.body["id"].as_i64().unwrap()).await["status"],
+        "completed"
+    );
+
+    let first = app.get("/api/v1/users/u0000001/segment", &token).await.body;
+    let clusters = app.get("/api/v1/clusters", &token).await.body;
+    let mut redis = redis::Client::open(redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis is reachable (FAROL_TEST_REDIS_URL)");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:segment:*"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(
+        keys.iter().any(|k| k.ends_with(":player:u0000001")),
+        "{keys:?}"
+    );
+    assert!(keys.iter().any(|k| k.ends_with(":clusters")), "{keys:?}");
+    // Served from the cache: same answer.
+    assert_eq!(
+        app.get("/api/v1/users/u0000001/segment", &token).await.body,
+        first
+    );
+    assert_eq!(app.get("/api/v1/clusters", &token).await.body, clusters);
+
+    let id = first["cluster"]["id"].as_i64().unwrap();
+    let r = app
+        .patch(
+            &format!("/api/v1/clusters/{id}"),
+            &token,
+            json!({"name": "Renomeado"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let after = app.get("/api/v1/users/u0000001/segment", &token).await.body;
+    assert_eq!(after["cluster"]["name"], "Renomeado");
+    let clusters = app.get("/api/v1/clusters", &token).await.body;
+    assert!(
+        clusters
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "Renomeado")
+    );
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(&keys)
+        .query_async(&mut redis)
+        .await
+        .unwrap_or(());
+}
