@@ -16,6 +16,7 @@
 //! | [`profile`]   | [`ClusterProfile`]s, pt-BR/English names, [`carry_names`] across runs. |
 //! | [`pipeline`]  | [`run`] / [`segment`]: the whole run, [`RunParams`] → [`RunReport`]. |
 //! | [`synth`]     | synthetic players with planted segments, CSV/Parquet writers. |
+//! | [`table`]     | typed nullable columns to Parquet (exports). |
 //!
 //! ```no_run
 //! use farol_segment::{RunParams, run};
@@ -38,6 +39,7 @@ pub mod model;
 pub mod pipeline;
 pub mod profile;
 pub mod synth;
+pub mod table;
 
 pub use aggregate::{UserAgg, aggregate_transactions};
 pub use clean::{CleanReport, RejectReason, RejectSample};

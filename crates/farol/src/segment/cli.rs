@@ -57,9 +57,9 @@ pub struct RunArgs {
 #[derive(Debug, Args)]
 pub struct ExportArgs {
     /// Output format.
-    #[arg(long, default_value = "csv", value_parser = ["csv"])]
+    #[arg(long, default_value = "csv", value_parser = ["csv", "parquet"])]
     pub format: String,
-    /// Output file (default: standard output).
+    /// Output file (default: standard output; required for Parquet).
     #[arg(long, short)]
     pub output: Option<PathBuf>,
     /// Account (slug).
@@ -160,6 +160,7 @@ async fn run_segmentation(config: &Config, db: &Db, args: RunArgs) -> anyhow::Re
 }
 
 async fn export(db: &Db, args: ExportArgs) -> anyhow::Result<()> {
+    use farol_segment::table::{Cell, ColumnType, ParquetTable};
     let account_id = crate::accounts::find(db, &args.account)
         .await?
         .ok_or_else(|| anyhow::anyhow!("account `{}` does not exist", args.account))?;
@@ -175,65 +176,106 @@ async fn export(db: &Db, args: ExportArgs) -> anyhow::Result<()> {
             .into_iter()
             .map(|c| (c.label, (c.name_pt, c.name_en)))
             .collect();
-    let out: Box<dyn Write> = match &args.output {
-        Some(p) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(p)
-                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", p.display()))?,
-        )),
-        None => Box::new(std::io::stdout().lock()),
-    };
-    let mut w = csv::Writer::from_writer(out);
-    let mut header_done = false;
+    let parquet = args.format == "parquet";
+    if parquet && args.output.is_none() {
+        anyhow::bail!("--format parquet needs --output FILE");
+    }
+    let base: [(&str, ColumnType); 8] = [
+        ("user_id", ColumnType::Text),
+        ("cluster_id", ColumnType::Int),
+        ("cluster_name", ColumnType::Text),
+        ("cluster_name_en", ColumnType::Text),
+        ("client_id", ColumnType::Int),
+        ("name", ColumnType::Text),
+        ("email", ColumnType::Text),
+        ("phone", ColumnType::Text),
+    ];
+    let mut columns: Vec<(String, ColumnType)> = Vec::new();
+    let mut csv_out: Option<csv::Writer<Box<dyn Write>>> = None;
+    let mut parquet_out: Option<ParquetTable> = None;
     let mut after = String::new();
     let mut written = 0u64;
     loop {
         let page = store::all_members(&mut conn, run.id, &after, 5000).await?;
         let Some(last) = page.last() else { break };
         after = last.user_ext_id.clone();
-        for m in &page {
-            let features: serde_json::Map<String, serde_json::Value> =
-                serde_json::from_str(&m.features).unwrap_or_default();
-            if !header_done {
-                let mut h = vec![
-                    "user_id".to_owned(),
-                    "cluster_id".into(),
-                    "cluster_name".into(),
-                    "cluster_name_en".into(),
-                    "client_id".into(),
-                    "name".into(),
-                    "email".into(),
-                    "phone".into(),
-                ];
-                h.extend(features.keys().filter(|k| *k != "user_id").cloned());
-                w.write_record(&h)?;
-                header_done = true;
+        let features: Vec<serde_json::Map<String, serde_json::Value>> = page
+            .iter()
+            .map(|m| serde_json::from_str(&m.features).unwrap_or_default())
+            .collect();
+        if columns.is_empty() {
+            // Feature columns and their types from the first page (numbers → float).
+            columns = base.iter().map(|(n, t)| ((*n).to_owned(), *t)).collect();
+            for key in features[0].keys().filter(|k| *k != "user_id") {
+                let numeric = features
+                    .iter()
+                    .filter_map(|f| f.get(key).filter(|v| !v.is_null()))
+                    .all(serde_json::Value::is_number);
+                columns.push((
+                    key.clone(),
+                    if numeric {
+                        ColumnType::Float
+                    } else {
+                        ColumnType::Text
+                    },
+                ));
             }
+            if parquet {
+                let path = args.output.as_ref().expect("checked");
+                parquet_out = Some(ParquetTable::create(path, &columns)?);
+            } else {
+                let out: Box<dyn Write> = match &args.output {
+                    Some(p) => Box::new(std::io::BufWriter::new(
+                        std::fs::File::create(p)
+                            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", p.display()))?,
+                    )),
+                    None => Box::new(std::io::stdout().lock()),
+                };
+                let mut w = csv::Writer::from_writer(out);
+                w.write_record(columns.iter().map(|(n, _)| n.as_str()))?;
+                csv_out = Some(w);
+            }
+        }
+        for (m, f) in page.iter().zip(&features) {
             let (pt, en) = names.get(&m.label).cloned().unwrap_or_default();
-            let mut rec = vec![
-                m.user_ext_id.clone(),
-                m.label.to_string(),
-                pt,
-                en,
-                m.client_id.map(|c| c.to_string()).unwrap_or_default(),
-                m.name.clone().unwrap_or_default(),
-                m.email.clone().unwrap_or_default(),
-                m.phone.clone().unwrap_or_default(),
+            let text = |v: &Option<String>| v.clone().map_or(Cell::Null, Cell::Text);
+            let mut row = vec![
+                Cell::Text(m.user_ext_id.clone()),
+                Cell::Int(m.label),
+                Cell::Text(pt),
+                Cell::Text(en),
+                m.client_id.map_or(Cell::Null, Cell::Int),
+                text(&m.name),
+                text(&m.email),
+                text(&m.phone),
             ];
-            for (k, v) in &features {
-                if k == "user_id" {
-                    continue;
-                }
-                rec.push(match v {
-                    serde_json::Value::String(s) => s.clone(),
-                    serde_json::Value::Null => String::new(),
-                    other => other.to_string(),
+            for (key, ty) in &columns[base.len()..] {
+                row.push(match (f.get(key), ty) {
+                    (None | Some(serde_json::Value::Null), _) => Cell::Null,
+                    (Some(v), ColumnType::Float) => v.as_f64().map_or(Cell::Null, Cell::Float),
+                    (Some(serde_json::Value::String(s)), _) => Cell::Text(s.clone()),
+                    (Some(v), _) => Cell::Text(v.to_string()),
                 });
             }
-            w.write_record(&rec)?;
+            if let Some(p) = &mut parquet_out {
+                p.push(row)?;
+            } else if let Some(w) = &mut csv_out {
+                w.write_record(row.iter().map(|c| match c {
+                    Cell::Null => String::new(),
+                    Cell::Text(s) => s.clone(),
+                    Cell::Int(i) => i.to_string(),
+                    Cell::Float(x) => x.to_string(),
+                }))?;
+            }
             written += 1;
         }
     }
-    w.flush()?;
+    if let Some(p) = parquet_out {
+        p.finish()?;
+    }
+    if let Some(mut w) = csv_out {
+        w.flush()?;
+    }
     eprintln!("exported {written} players of segmentation #{}", run.id);
     Ok(())
 }

@@ -331,6 +331,43 @@ async fn farol_segment_run_and_export_write_the_final_union_table() {
     assert_eq!(rows.len(), 300);
     let name_col = headers.iter().position(|h| h == "cluster_name").unwrap();
     assert!(rows.iter().all(|r| !r[name_col].is_empty()));
+
+    // The same table as Parquet, typed.
+    let file = dir.path().join("segments.parquet");
+    let out = farol(dir.path(), &url)
+        .args(["segment", "export", "--format", "parquet", "--output"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let reader = SerializedFileReader::new(std::fs::File::open(&file).unwrap()).unwrap();
+    let meta = reader.metadata().file_metadata();
+    assert_eq!(meta.num_rows(), 300);
+    let schema = meta.schema_descr();
+    let names: Vec<String> = (0..schema.num_columns())
+        .map(|i| schema.column(i).name().to_owned())
+        .collect();
+    assert_eq!(&names[..3], ["user_id", "cluster_id", "cluster_name"]);
+    assert!(
+        names.iter().any(|n| n == "avg_ticket") && names.iter().any(|n| n == "favorite_game"),
+        "{names:?}"
+    );
+    let first = reader
+        .get_row_iter(None)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .to_string();
+    assert!(
+        first.starts_with("{user_id: \"u0000000\", cluster_id: "),
+        "{first}"
+    );
 }
 
 /// moto's S3-compatible server (installed by scripts/install-test-deps), killed on drop.
