@@ -318,7 +318,11 @@ async fn run_files(
             file: &file.name,
         };
         let mut end = None;
+        let (mut waited, mut writing) = (Duration::ZERO, Duration::ZERO);
+        let mut wait_start = Instant::now();
         while let Some(msg) = rx.recv().await {
+            waited += wait_start.elapsed();
+            let write_start = Instant::now();
             let batch = match msg {
                 Ok(b) => b,
                 Err(e) => {
@@ -350,6 +354,8 @@ async fn run_files(
                     break;
                 }
                 None => {
+                    writing += write_start.elapsed();
+                    wait_start = Instant::now();
                     let fraction = (file.position as f64 + batch.fraction.unwrap_or(0.0)) / nfiles;
                     let secs = started.elapsed().as_secs_f64().max(1e-3);
                     let rate = (counters.rows_read - rows_at_start) as f64 / secs;
@@ -367,6 +373,15 @@ async fn run_files(
         }
         drop(rx);
         let _ = reader.join();
+        // Where the time went: a writer that mostly waits means reading/normalizing is the
+        // bottleneck, and the other way round.
+        tracing::info!(
+            import = row.id,
+            file = %file.name,
+            writer_busy_secs = writing.as_secs_f64(),
+            writer_waiting_for_rows_secs = waited.as_secs_f64(),
+            "file read"
+        );
         if let Some(end) = end {
             return end;
         }

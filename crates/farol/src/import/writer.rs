@@ -189,6 +189,13 @@ pub async fn lock_account(
     backend: Backend,
     account_id: i64,
 ) -> DbResult<()> {
+    if backend == Backend::Sqlite {
+        // Checkpoint the WAL every ~40 MB instead of every 4 MB: each checkpoint copies pages
+        // back into the database file inside a commit, and bulk batches write many pages.
+        sqlx::query("pragma wal_autocheckpoint = 10000")
+            .execute(&mut *conn)
+            .await?;
+    }
     if backend == Backend::Postgres {
         // Two-key form: (namespace "farol import", account). The larger GIN pending list
         // lets the search index take a batch as cheap appends (measured: clients insert
