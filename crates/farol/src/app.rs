@@ -71,6 +71,7 @@ impl App {
             memory_kib: config.auth.argon2_memory_kib,
             iterations: config.auth.argon2_iterations,
         };
+        let channels = crate::campaign::Channels::from_config(&config)?;
         let state = AppState {
             db,
             config: Arc::new(config),
@@ -81,6 +82,8 @@ impl App {
             metrics: crate::ops::metrics_handle(),
             decoy: Arc::default(),
             import_wake: Arc::default(),
+            channels,
+            campaign_wake: Arc::default(),
         };
         Ok(App { state })
     }
@@ -101,6 +104,14 @@ impl App {
             stop.clone(),
             wake.clone(),
         );
+        let send_workers = crate::campaign::worker::spawn(
+            &db,
+            &self.state.channels,
+            &self.state.config,
+            stop.clone(),
+            self.state.campaign_wake.clone(),
+        );
+        let campaign_wake = self.state.campaign_wake.clone();
         let router = crate::api::router(self.state);
         tracing::info!(address = %listener.local_addr()?, backend = db.backend().name(), "serving");
         axum::serve(
@@ -112,7 +123,10 @@ impl App {
         // Workers finish the batch in flight; their imports go back to the queue.
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         wake.notify_waiters();
-        for w in workers {
+        campaign_wake.notify_waiters();
+        // Send workers finish the sends in flight; claimed recipients not yet started go back
+        // to the queue.
+        for w in workers.into_iter().chain(send_workers) {
             let _ = w.await;
         }
         db.close().await;

@@ -32,6 +32,10 @@ pub struct Config {
     pub amqp: UrlConfig,
     /// Imports.
     pub import: ImportConfig,
+    /// The default e-mail channel account (SMTP).
+    pub smtp: SmtpConfig,
+    /// Campaign send workers.
+    pub campaign: CampaignConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -139,6 +143,60 @@ impl Default for ImportConfig {
     }
 }
 
+/// The default e-mail channel account.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    /// `smtp://user:pass@host:port` (STARTTLS when offered), `?tls=required` (STARTTLS
+    /// required), `?tls=none` (plain, local relays only), or `smtps://…` (implicit TLS).
+    /// Empty: no e-mail channel.
+    #[serde(serialize_with = "serialize_secret")]
+    pub url: SecretString,
+    /// The `From` mailbox, e.g. `Farol <noreply@example.com>`.
+    pub from: String,
+}
+
+/// Campaign send workers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CampaignConfig {
+    /// Send workers a `farol serve` process runs (0: none, only `farol worker`).
+    pub workers: usize,
+    /// Recipients a worker claims at once.
+    pub batch: usize,
+    /// Sends a worker keeps in flight at once.
+    pub concurrency: usize,
+    /// A claimed recipient whose worker has not finished within this time is sent again by
+    /// another worker (the worker is presumed dead).
+    pub lease_secs: u64,
+    /// How often idle workers look for due recipients, milliseconds.
+    pub poll_ms: u64,
+    /// Backoff of transient failures: first delay scale, milliseconds.
+    pub retry_base_ms: u64,
+    /// Backoff of transient failures: largest delay, milliseconds.
+    pub retry_cap_ms: u64,
+    /// Attempts per recipient before a transient failure becomes final.
+    pub max_attempts: u32,
+    /// Public base URL of this Farol, for unsubscribe links. Empty: `http://<server.listen>`.
+    pub public_url: String,
+}
+
+impl Default for CampaignConfig {
+    fn default() -> Self {
+        Self {
+            workers: 1,
+            batch: 50,
+            concurrency: 8,
+            lease_secs: 60,
+            poll_ms: 500,
+            retry_base_ms: 1000,
+            retry_cap_ms: 300_000,
+            max_attempts: 6,
+            public_url: String::new(),
+        }
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -176,6 +234,8 @@ impl Default for Config {
             amqp: UrlConfig::default(),
             log: LogConfig::default(),
             import: ImportConfig::default(),
+            smtp: SmtpConfig::default(),
+            campaign: CampaignConfig::default(),
         }
     }
 }
@@ -282,6 +342,8 @@ impl Config {
                 "AMQP_URL" => "amqp.url".to_string(),
                 "FAROL_DATA_DIR" => "data_dir".to_string(),
                 "FAROL_LISTEN" => "server.listen".to_string(),
+                "FAROL_SMTP_URL" => "smtp.url".to_string(),
+                "FAROL_SMTP_FROM" => "smtp.from".to_string(),
                 other => match other.strip_prefix("FAROL_") {
                     Some(rest) => rest.to_ascii_lowercase().replace("__", "."),
                     None => continue,
@@ -369,6 +431,14 @@ impl Config {
                 "key `auth.argon2_memory_kib`/`auth.argon2_iterations`: memory must be ≥ 8 KiB and iterations ≥ 1".into(),
             ));
         }
+        if self.campaign.batch == 0
+            || self.campaign.concurrency == 0
+            || self.campaign.lease_secs == 0
+        {
+            return Err(ConfigError(
+                "key `campaign.batch`/`campaign.concurrency`/`campaign.lease_secs`: must be greater than 0".into(),
+            ));
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError(format!("key `log.level`: {e}")));
         }
@@ -450,6 +520,22 @@ mod tests {
         assert_eq!(config.redis.url.expose_secret(), "redis://127.0.0.1:6379");
         assert_eq!(config.auth.access_token_ttl_secs, 60);
         assert_eq!(config.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn smtp_short_forms_are_accepted() {
+        let (config, warnings) = Config::load_from_env(
+            None,
+            &CliOverrides::default(),
+            env(&[
+                ("FAROL_SMTP_URL", "smtp://u:p@mail.test:587"),
+                ("FAROL_SMTP_FROM", "Farol <x@y.test>"),
+            ]),
+        )
+        .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(config.smtp.url.expose_secret(), "smtp://u:p@mail.test:587");
+        assert_eq!(config.smtp.from, "Farol <x@y.test>");
     }
 
     #[test]

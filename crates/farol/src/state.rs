@@ -32,6 +32,10 @@ pub struct AppState {
     pub decoy: Arc<tokio::sync::OnceCell<String>>,
     /// Wakes the import workers when an import is queued.
     pub import_wake: Arc<tokio::sync::Notify>,
+    /// Channel adapters campaigns send through.
+    pub channels: crate::campaign::Channels,
+    /// Wakes the send workers when a campaign is launched or resumed.
+    pub campaign_wake: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {

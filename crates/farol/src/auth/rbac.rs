@@ -90,11 +90,13 @@ pub enum Permission {
     AuditRead,
     /// Run imports and manage mapping presets.
     ImportsRun,
+    /// Manage templates, audiences and campaigns; launch, pause and cancel campaigns.
+    CampaignsRun,
 }
 
 impl Permission {
     /// Every permission, in documentation order.
-    pub const ALL: [Permission; 8] = [
+    pub const ALL: [Permission; 9] = [
         Permission::CrmRead,
         Permission::CrmWrite,
         Permission::CrmDelete,
@@ -103,6 +105,7 @@ impl Permission {
         Permission::UsersManage,
         Permission::AuditRead,
         Permission::ImportsRun,
+        Permission::CampaignsRun,
     ];
 
     /// Short name and the routes it covers, for the documentation table.
@@ -127,6 +130,10 @@ impl Permission {
             Permission::ImportsRun => (
                 "imports.run",
                 "`/imports` (upload, preview, start, cancel, reports) and `/import-presets`",
+            ),
+            Permission::CampaignsRun => (
+                "campaigns.run",
+                "`/templates`, `/audiences`, `/campaigns` (create, edit, preview, launch, pause, resume, cancel, results)",
             ),
         }
     }

@@ -1,0 +1,460 @@
+//! Send workers: claim batches of due recipients of running campaigns with a lease, check
+//! opt-out and suppression, render, pace (per-campaign throttle), send through the channel,
+//! record the outcome and the client's timeline item. `farol serve` and `farol worker` start
+//! `campaign.workers` of them. See docs/campaigns.md for the delivery guarantee.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use farol_channels::template::{RenderContext, TemplateEngine};
+use farol_channels::{Backoff, Content, OutboundMessage, Recipient, SendError};
+use futures_util::StreamExt;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use super::channels::Channels;
+use super::render;
+use super::store::{self, Claimed, Outcome, Runnable};
+use super::templates::{self, Channel, TemplateRow};
+use super::throttle::{LocalThrottle, Throttle};
+use crate::config::Config;
+use crate::crm::clients::ClientOut;
+use crate::crm::timeline::{self, NewItem, Origin};
+use crate::db::{Db, SqlBuilder, now_ms};
+
+/// What every worker of a process shares.
+pub struct Sender {
+    db: Db,
+    channels: Channels,
+    throttle: Arc<dyn Throttle>,
+    engine: TemplateEngine,
+    backoff: Backoff,
+    batch: usize,
+    concurrency: usize,
+    lease_ms: i64,
+    poll: Duration,
+    max_attempts: u32,
+    public_url: String,
+}
+
+impl Sender {
+    /// Workers' shared state for `config`, sending through `channels`.
+    pub fn new(db: Db, channels: Channels, config: &Config) -> Sender {
+        let c = &config.campaign;
+        Sender {
+            db,
+            channels,
+            throttle: Arc::new(LocalThrottle::default()),
+            engine: TemplateEngine::default(),
+            backoff: Backoff {
+                base: Duration::from_millis(c.retry_base_ms.max(1)),
+                cap: Duration::from_millis(c.retry_cap_ms.max(c.retry_base_ms).max(1)),
+                max_retry_after: Duration::from_secs(15 * 60),
+                max_retries: c.max_attempts.saturating_sub(1),
+            },
+            batch: c.batch.max(1),
+            concurrency: c.concurrency.max(1),
+            lease_ms: (c.lease_secs.max(1) * 1000) as i64,
+            poll: Duration::from_millis(c.poll_ms.max(10)),
+            max_attempts: c.max_attempts.max(1),
+            public_url: super::public_url(config),
+        }
+    }
+}
+
+/// Starts `config.campaign.workers` workers. Once `stop` is set (and `wake` notified) they
+/// finish the sends in flight, put the claimed recipients not yet started back in the queue,
+/// and return.
+pub fn spawn(
+    db: &Db,
+    channels: &Channels,
+    config: &Config,
+    stop: Arc<AtomicBool>,
+    wake: Arc<Notify>,
+) -> Vec<JoinHandle<()>> {
+    let sender = Arc::new(Sender::new(db.clone(), channels.clone(), config));
+    (0..config.campaign.workers)
+        .map(|i| {
+            let owner = format!("send-{}-{i}", uuid::Uuid::new_v4().simple());
+            tokio::spawn(work(sender.clone(), owner, stop.clone(), wake.clone()))
+        })
+        .collect()
+}
+
+async fn work(s: Arc<Sender>, owner: String, stop: Arc<AtomicBool>, wake: Arc<Notify>) {
+    while !stop.load(Ordering::Relaxed) {
+        let mut busy = false;
+        if let Err(e) = store::start_due(&s.db).await {
+            tracing::warn!(error = %e, "cannot start scheduled campaigns");
+        }
+        match store::running(&s.db).await {
+            Ok(campaigns) => {
+                for c in campaigns {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    match run_batch(&s, &c, &owner, &stop).await {
+                        Ok(n) => busy |= n > 0,
+                        Err(e) => tracing::warn!(campaign = c.id, error = %e, "send batch failed"),
+                    }
+                    match store::complete_if_done(&s.db, c.id).await {
+                        Ok(true) => tracing::info!(campaign = c.id, "campaign completed"),
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(campaign = c.id, error = %e, "cannot complete"),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot list running campaigns"),
+        }
+        if !busy {
+            tokio::select! {
+                _ = wake.notified() => {},
+                _ = tokio::time::sleep(s.poll) => {},
+            }
+        }
+    }
+}
+
+/// Opt-out and invalid flags of the contacts of some clients: (client, value) → reason to
+/// skip, or `None` when sendable.
+async fn suppression(
+    db: &Db,
+    kind: &str,
+    client_ids: &[i64],
+) -> anyhow::Result<HashMap<(i64, String), Option<&'static str>>> {
+    let mut q = SqlBuilder::new(
+        "select client_id, value, opted_out, invalid_at from contacts where kind = ",
+    );
+    q.bind(kind.to_owned())
+        .push(" and client_id in ")
+        .bind_list(client_ids.iter().copied());
+    let rows: Vec<(i64, String, i64, Option<i64>)> = q.query_as().fetch_all(db.pool()).await?;
+    Ok(rows
+        .into_iter()
+        .map(|(c, v, opted_out, invalid)| {
+            let reason = if opted_out != 0 {
+                Some("opted_out")
+            } else if invalid.is_some() {
+                Some("contact_invalid")
+            } else {
+                None
+            };
+            ((c, v), reason)
+        })
+        .collect())
+}
+
+/// Claims and sends one batch of a campaign; returns how many recipients it claimed.
+pub async fn run_batch(
+    s: &Sender,
+    c: &Runnable,
+    owner: &str,
+    stop: &AtomicBool,
+) -> anyhow::Result<usize> {
+    let channel_name = Channel::parse(&c.channel).unwrap_or(Channel::Email);
+    // A process without this channel leaves its recipients to processes that have it.
+    let Some(channel) = s.channels.get(channel_name) else {
+        return Ok(0);
+    };
+    let limit = match c.throttle_per_sec {
+        // About one second of sends per claim, so the lease never covers a long wait.
+        Some(rate) => (rate.ceil() as usize).clamp(1, s.batch),
+        None => s.batch,
+    };
+    let claimed = store::claim(&s.db, c.id, owner, limit as i64, s.lease_ms).await?;
+    if claimed.is_empty() {
+        return Ok(0);
+    }
+    let mut conn = s.db.pool().acquire().await?;
+    let template = templates::get(&mut conn, c.account_id, c.template_id).await?;
+    let ids: Vec<i64> = claimed.iter().map(|r| r.client_id).collect();
+    let clients = render::load_clients(&mut conn, c.account_id, &ids).await?;
+    drop(conn);
+    let kind = if channel_name == Channel::Email {
+        "email"
+    } else {
+        "phone"
+    };
+    let flags = suppression(&s.db, kind, &ids).await?;
+    let n = claimed.len();
+    let job = Job {
+        s,
+        c,
+        template: &template,
+        channel: channel.as_ref(),
+        channel_name,
+        clients: &clients,
+        flags: &flags,
+        owner,
+        stop,
+        running: std::sync::Mutex::new((std::time::Instant::now(), true)),
+    };
+    futures_util::stream::iter(claimed)
+        .for_each_concurrent(s.concurrency, |r| {
+            let job = &job;
+            async move {
+                let id = r.id;
+                if let Err(e) = job.send_one(r).await {
+                    // The recipient stays `sending`; its lease expires and it is tried again.
+                    tracing::warn!(recipient = id, error = %e, "cannot record a send");
+                }
+            }
+        })
+        .await;
+    Ok(n)
+}
+
+struct Job<'a> {
+    s: &'a Sender,
+    c: &'a Runnable,
+    template: &'a TemplateRow,
+    channel: &'a dyn farol_channels::Channel,
+    channel_name: Channel,
+    clients: &'a HashMap<i64, (ClientOut, Option<String>)>,
+    flags: &'a HashMap<(i64, String), Option<&'static str>>,
+    owner: &'a str,
+    stop: &'a AtomicBool,
+    /// Whether the campaign was still running when last checked, and when.
+    running: std::sync::Mutex<(std::time::Instant, bool)>,
+}
+
+/// How stale the campaign status a send relies on may be: a pause or cancel stops the sends
+/// of a claimed batch within this time.
+const STATUS_TTL: Duration = Duration::from_millis(250);
+
+impl Job<'_> {
+    /// Whether the campaign is still running (paused or cancelled ones stop mid-batch).
+    async fn still_running(&self) -> bool {
+        {
+            let (at, running) = *self.running.lock().expect("status lock");
+            if at.elapsed() < STATUS_TTL {
+                return running;
+            }
+        }
+        let status: Option<String> =
+            sqlx::query_scalar("select status from campaigns where id = $1")
+                .bind(self.c.id)
+                .fetch_optional(self.s.db.pool())
+                .await
+                .ok()
+                .flatten();
+        let running = status.as_deref() == Some("running");
+        *self.running.lock().expect("status lock") = (std::time::Instant::now(), running);
+        running
+    }
+
+    async fn send_one(&self, r: Claimed) -> anyhow::Result<()> {
+        let s = self.s;
+        // Send-time checks: whatever the snapshot said, an opted-out or invalid contact, or a
+        // deleted client or contact, gets nothing.
+        let skip = match (&r.address, self.clients.get(&r.client_id)) {
+            (_, None) => Some("client_deleted"),
+            (None, _) => Some("no_address"),
+            (Some(a), Some(_)) => match self.flags.get(&(r.client_id, a.clone())) {
+                None => Some("no_address"),
+                Some(reason) => *reason,
+            },
+        };
+        if let Some(reason) = skip {
+            let mut tx = s.db.begin().await?;
+            store::record(
+                &mut tx,
+                r.id,
+                self.owner,
+                &Outcome::Skipped {
+                    reason: reason.to_owned(),
+                },
+            )
+            .await?;
+            tx.commit().await?;
+            return Ok(());
+        }
+        let address = r.address.clone().expect("checked above");
+        let (client, portfolio) = self.clients.get(&r.client_id).expect("checked above");
+
+        if self.stop.load(Ordering::Relaxed) {
+            store::release(&s.db, r.id, self.owner).await?;
+            return Ok(());
+        }
+        if let Some(rate) = self.c.throttle_per_sec {
+            s.throttle.acquire(self.c.id, rate).await;
+        }
+        if self.stop.load(Ordering::Relaxed) || !self.still_running().await {
+            store::release(&s.db, r.id, self.owner).await?;
+            return Ok(());
+        }
+
+        let email = (self.channel_name == Channel::Email).then_some(address.as_str());
+        let ctx = RenderContext {
+            client: render::client_vars(client, portfolio.clone(), email),
+            unsubscribe_url: Some(format!(
+                "{}/api/v1/unsubscribe/{}",
+                s.public_url, r.unsubscribe_token
+            )),
+            ..Default::default()
+        };
+        let (outcome, summary) = match render::render(&s.engine, self.template, &ctx) {
+            Err(e) => (
+                Outcome::Failed {
+                    error: format!("render_error: {e}"),
+                },
+                String::new(),
+            ),
+            Ok(content) => {
+                let summary = match &content {
+                    Content::Email(e) => e.subject.clone(),
+                    _ => String::new(),
+                };
+                let to = if self.channel_name == Channel::Email {
+                    Recipient::email(address.clone())
+                } else {
+                    Recipient::phone(address.clone())
+                };
+                let mut msg = OutboundMessage::new(to, content, r.idempotency_key.clone());
+                msg.metadata
+                    .insert("campaign_id".into(), self.c.id.to_string());
+                msg.metadata
+                    .insert("client_id".into(), r.client_id.to_string());
+                (self.outcome(&r, self.channel.send(&msg).await), summary)
+            }
+        };
+        self.finish(&r, &address, &outcome, &summary).await
+    }
+
+    fn outcome(
+        &self,
+        r: &Claimed,
+        result: Result<farol_channels::SendReceipt, SendError>,
+    ) -> Outcome {
+        match result {
+            Ok(receipt) => Outcome::Sent {
+                provider_message_id: receipt.provider_message_id,
+            },
+            Err(e @ SendError::Transient { .. }) => {
+                let attempt = r.attempts.max(1) as u32;
+                if attempt < self.s.max_attempts {
+                    let delay = self.s.backoff.delay(attempt - 1, e.retry_after());
+                    Outcome::Retry {
+                        at: now_ms() + delay.as_millis() as i64,
+                        error: e.to_string(),
+                    }
+                } else {
+                    Outcome::Failed {
+                        error: format!("gave up after {attempt} attempts: {e}"),
+                    }
+                }
+            }
+            Err(e) => Outcome::Failed {
+                error: match &e {
+                    SendError::Permanent {
+                        contact_invalid: true,
+                        ..
+                    } => format!("contact_invalid: {e}"),
+                    _ => e.to_string(),
+                },
+            },
+        }
+    }
+
+    async fn finish(
+        &self,
+        r: &Claimed,
+        address: &str,
+        outcome: &Outcome,
+        summary: &str,
+    ) -> anyhow::Result<()> {
+        let kind = if self.channel_name == Channel::Email {
+            "email"
+        } else {
+            "phone"
+        };
+        let label = match self.channel_name {
+            Channel::Email => "E-mail",
+            Channel::Whatsapp => "WhatsApp message",
+            Channel::Sms => "SMS",
+        };
+        let mut tx = self.s.db.begin().await?;
+        if !store::record(&mut tx, r.id, self.owner, outcome).await? {
+            // Another worker took the recipient over (our lease expired mid-send).
+            tracing::warn!(recipient = r.id, "lease lost before recording the send");
+            tx.commit().await?;
+            return Ok(());
+        }
+        let now = now_ms();
+        let metadata = |extra: serde_json::Value| {
+            let mut m = serde_json::json!({
+                "campaign_id": self.c.id,
+                "recipient_id": r.id,
+                "channel": self.channel_name.as_str(),
+                "address": address,
+            });
+            if let (Some(m), Some(extra)) = (m.as_object_mut(), extra.as_object()) {
+                m.extend(extra.clone());
+            }
+            m
+        };
+        let item = match outcome {
+            Outcome::Sent {
+                provider_message_id,
+            } => {
+                sqlx::query(
+                    "update contacts set last_contacted_at = $1 where client_id = $2 and kind = $3 and value = $4",
+                )
+                .bind(now)
+                .bind(r.client_id)
+                .bind(kind)
+                .bind(address.to_owned())
+                .execute(&mut *tx)
+                .await?;
+                Some((
+                    "campaign_message",
+                    if summary.is_empty() {
+                        format!("{label} sent")
+                    } else {
+                        format!("{label} sent: {summary}")
+                    },
+                    metadata(serde_json::json!({ "provider_message_id": provider_message_id })),
+                ))
+            }
+            Outcome::Failed { error } => {
+                if error.starts_with("contact_invalid") {
+                    sqlx::query(
+                        "update contacts set invalid_at = $1, invalid_reason = $2 where client_id = $3 and kind = $4 and value = $5",
+                    )
+                    .bind(now)
+                    .bind(error.clone())
+                    .bind(r.client_id)
+                    .bind(kind)
+                    .bind(address.to_owned())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Some((
+                    "campaign_failed",
+                    format!("{label} not delivered: {error}"),
+                    metadata(serde_json::json!({ "error": error })),
+                ))
+            }
+            Outcome::Retry { .. } | Outcome::Skipped { .. } => None,
+        };
+        if let Some((kind, text, metadata)) = item {
+            timeline::add(
+                &mut tx,
+                NewItem {
+                    account_id: self.c.account_id,
+                    client_id: r.client_id,
+                    kind,
+                    origin: Origin::System,
+                    text: &text,
+                    metadata,
+                    author_id: None,
+                },
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
