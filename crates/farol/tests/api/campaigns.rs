@@ -789,3 +789,247 @@ async fn launching_needs_a_draft_and_a_configured_channel() {
         .await;
     assert_eq!(res.status, StatusCode::CONFLICT);
 }
+
+/// The `farol` binary with a test's database and the sink as its e-mail channel.
+fn farol_bin(config: &farol::config::Config, sink: &Sink) -> Command {
+    use secrecy::ExposeSecret;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_farol"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("FAROL_DATA_DIR", &config.data_dir)
+        .env("FAROL_LOG__LEVEL", "warn")
+        .env(
+            "FAROL_SMTP_URL",
+            format!("smtp://127.0.0.1:{}?tls=none", sink.port),
+        )
+        .env("FAROL_SMTP_FROM", "Farol <noreply@farol.test>")
+        .env("FAROL_CAMPAIGN__POLL_MS", "50")
+        .env("FAROL_CAMPAIGN__LEASE_SECS", "2")
+        .current_dir(&config.data_dir);
+    let url = config.database.url.expose_secret();
+    if !url.is_empty() {
+        cmd.env("DATABASE_URL", url);
+    }
+    cmd
+}
+
+/// An API-only app (no send workers) and its config, for tests that send from other processes.
+async fn api_only(sink: &Sink) -> (TestApp, farol::config::Config) {
+    let (mut config, dir) = test_config().await;
+    config.smtp.url = format!("smtp://127.0.0.1:{}?tls=none", sink.port).into();
+    config.smtp.from = "Farol <noreply@farol.test>".into();
+    config.campaign.workers = 0;
+    let keep = config.clone();
+    (spawn_with(config, dir).await, keep)
+}
+
+async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+async fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "farol did not stop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn count(app: &TestApp, sql: &'static str, id: i64) -> i64 {
+    sqlx::query_scalar(sql)
+        .bind(id)
+        .fetch_one(app.db.pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_cli_creates_launches_and_waits_for_an_email_campaign() {
+    let sink = Sink::start(&[]);
+    let (app, config) = api_only(&sink).await;
+    let token = app.admin().await;
+    client_with_email(&app, &token, "Maria Silva", "maria@example.com").await;
+    client_with_email(&app, &token, "João", "joao@example.com").await;
+    let file = config.data_dir.join("oferta.html");
+    std::fs::write(&file, "<p>Olá {{ nome | primeiro_nome }}!</p>").unwrap();
+
+    let out = farol_bin(&config, &sink)
+        .args([
+            "campaign",
+            "create",
+            "--name",
+            "Oferta",
+            "--channel",
+            "email",
+        ])
+        .arg("--template-file")
+        .arg(&file)
+        .args([
+            "--subject",
+            "Para {{ nome }}",
+            "--throttle",
+            "50/s",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = created["id"].as_i64().unwrap();
+    let c = app.get(&format!("/api/v1/campaigns/{id}"), &token).await;
+    assert_eq!(c.body["throttle_per_sec"], 50.0);
+    assert_eq!(c.body["status"], "draft");
+
+    let out = farol_bin(&config, &sink)
+        .args(["campaign", "launch", &id.to_string(), "--wait", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (r["status"].as_str(), r["sent"].as_i64()),
+        (Some("completed"), Some(2))
+    );
+    assert_eq!(sink.to("maria@example.com").len(), 1);
+    assert_eq!(sink.to("joao@example.com").len(), 1);
+    assert_eq!(
+        sink.to("maria@example.com")[0]["subject"],
+        "Para Maria Silva"
+    );
+
+    let out = farol_bin(&config, &sink)
+        .args(["campaign", "results", &id.to_string(), "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let r2: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r2["sent"], 2);
+
+    // A subject is required for e-mail; errors name the problem.
+    let out = farol_bin(&config, &sink)
+        .args(["campaign", "create", "--name", "X", "--channel", "email"])
+        .arg("--template-file")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--subject"));
+}
+
+/// 40 recipients at 20/s through a `farol worker` process.
+async fn worker_campaign(app: &TestApp, token: &str) -> i64 {
+    for i in 0..40 {
+        client_with_email(app, token, &format!("C{i}"), &format!("w{i}@example.com")).await;
+    }
+    let template = email_template(app, token, "t").await;
+    let id = campaign(
+        app,
+        token,
+        json!({"name": "c", "channel": "email", "template_id": template, "throttle_per_sec": 20}),
+    )
+    .await;
+    launch(app, token, id).await;
+    id
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_sends_and_a_restart_sends_nothing_twice() {
+    let sink = Sink::start(&[]);
+    let (app, config) = api_only(&sink).await;
+    let token = app.admin().await;
+    let id = worker_campaign(&app, &token).await;
+
+    let mut worker = farol_bin(&config, &sink).arg("worker").spawn().unwrap();
+    wait_until("the first sends", async || sink.messages().len() >= 8).await;
+    sigterm(&worker);
+    assert!(wait_exit(&mut worker).await.success());
+    let sending = count(
+        &app,
+        "select count(*) from campaign_recipients where campaign_id = $1 and status = 'sending'",
+        id,
+    )
+    .await;
+    let sent = count(
+        &app,
+        "select count(*) from campaign_recipients where campaign_id = $1 and status = 'sent'",
+        id,
+    )
+    .await;
+    assert_eq!(sending, 0, "a graceful stop leaves nothing in flight");
+    assert!(sent < 40, "stopped too late to observe: {sent}");
+    assert_eq!(
+        sink.messages().len() as i64,
+        sent,
+        "every accepted message is recorded"
+    );
+
+    let mut worker = farol_bin(&config, &sink).arg("worker").spawn().unwrap();
+    wait_status(&app, &token, id, "completed").await;
+    sigterm(&worker);
+    assert!(wait_exit(&mut worker).await.success());
+    for i in 0..40 {
+        assert_eq!(sink.to(&format!("w{i}@example.com")).len(), 1, "w{i}");
+    }
+}
+
+#[tokio::test]
+async fn after_kill_9_a_restart_finishes_the_campaign_with_duplicates_bounded_by_the_sends_in_flight()
+ {
+    let sink = Sink::start(&[]);
+    let (app, config) = api_only(&sink).await;
+    let token = app.admin().await;
+    let id = worker_campaign(&app, &token).await;
+
+    let mut worker = farol_bin(&config, &sink).arg("worker").spawn().unwrap();
+    wait_until("the first sends", async || sink.messages().len() >= 8).await;
+    worker.kill().unwrap(); // SIGKILL
+    worker.wait().unwrap();
+    // Whatever was claimed but not recorded at the kill is all that may be sent twice.
+    let in_flight = count(
+        &app,
+        "select count(*) from campaign_recipients where campaign_id = $1 and status = 'sending'",
+        id,
+    )
+    .await;
+
+    let mut worker = farol_bin(&config, &sink).arg("worker").spawn().unwrap();
+    wait_status(&app, &token, id, "completed").await;
+    sigterm(&worker);
+    assert!(wait_exit(&mut worker).await.success());
+    let mut duplicates = 0;
+    for i in 0..40 {
+        let n = sink.to(&format!("w{i}@example.com")).len() as i64;
+        assert!(n >= 1, "w{i} never got the message");
+        duplicates += n - 1;
+    }
+    eprintln!("kill -9: {in_flight} in flight, {duplicates} duplicates");
+    assert!(
+        duplicates <= in_flight,
+        "{duplicates} duplicates, {in_flight} sends in flight at the kill"
+    );
+    let r = results(&app, &token, id).await;
+    assert_eq!(r["sent"], 40);
+}
