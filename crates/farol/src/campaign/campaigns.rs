@@ -363,6 +363,16 @@ pub async fn change_status(
     if to == Status::Cancelled {
         store::skip_unsent(&mut tx, id, "cancelled").await?;
     }
+    if to == Status::Running {
+        // A campaign paused before its start time waits for it again.
+        sqlx::query(
+            "update campaigns set status = 'scheduled' where id = $1 and scheduled_at > $2",
+        )
+        .bind(id)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+    }
     audit::record(
         &mut tx,
         actor,

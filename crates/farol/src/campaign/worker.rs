@@ -22,7 +22,7 @@ use super::throttle::{LocalThrottle, Throttle};
 use crate::config::Config;
 use crate::crm::clients::ClientOut;
 use crate::crm::timeline::{self, NewItem, Origin};
-use crate::db::{Db, SqlBuilder, now_ms};
+use crate::db::{Db, now_ms};
 
 /// What every worker of a process shares.
 pub struct Sender {
@@ -117,35 +117,6 @@ async fn work(s: Arc<Sender>, owner: String, stop: Arc<AtomicBool>, wake: Arc<No
     }
 }
 
-/// Opt-out and invalid flags of the contacts of some clients: (client, value) → reason to
-/// skip, or `None` when sendable.
-async fn suppression(
-    db: &Db,
-    kind: &str,
-    client_ids: &[i64],
-) -> anyhow::Result<HashMap<(i64, String), Option<&'static str>>> {
-    let mut q = SqlBuilder::new(
-        "select client_id, value, opted_out, invalid_at from contacts where kind = ",
-    );
-    q.bind(kind.to_owned())
-        .push(" and client_id in ")
-        .bind_list(client_ids.iter().copied());
-    let rows: Vec<(i64, String, i64, Option<i64>)> = q.query_as().fetch_all(db.pool()).await?;
-    Ok(rows
-        .into_iter()
-        .map(|(c, v, opted_out, invalid)| {
-            let reason = if opted_out != 0 {
-                Some("opted_out")
-            } else if invalid.is_some() {
-                Some("contact_invalid")
-            } else {
-                None
-            };
-            ((c, v), reason)
-        })
-        .collect())
-}
-
 /// Claims and sends one batch of a campaign; returns how many recipients it claimed.
 pub async fn run_batch(
     s: &Sender,
@@ -172,13 +143,10 @@ pub async fn run_batch(
     let ids: Vec<i64> = claimed.iter().map(|r| r.client_id).collect();
     let clients = render::load_clients(&mut conn, c.account_id, &ids).await?;
     drop(conn);
-    let kind = if channel_name == Channel::Email {
-        "email"
-    } else {
-        "phone"
-    };
-    let flags = suppression(&s.db, kind, &ids).await?;
     let n = claimed.len();
+    // A send started later than this might not be recorded before the lease expires and
+    // another worker takes the recipient over: such recipients go back to the queue instead.
+    let deadline = std::time::Instant::now() + Duration::from_millis(s.lease_ms as u64 / 2);
     let job = Job {
         s,
         c,
@@ -186,7 +154,7 @@ pub async fn run_batch(
         channel: channel.as_ref(),
         channel_name,
         clients: &clients,
-        flags: &flags,
+        deadline,
         owner,
         stop,
         running: std::sync::Mutex::new((std::time::Instant::now(), true)),
@@ -213,7 +181,7 @@ struct Job<'a> {
     channel: &'a dyn farol_channels::Channel,
     channel_name: Channel,
     clients: &'a HashMap<i64, (ClientOut, Option<String>)>,
-    flags: &'a HashMap<(i64, String), Option<&'static str>>,
+    deadline: std::time::Instant,
     owner: &'a str,
     stop: &'a AtomicBool,
     /// Whether the campaign was still running when last checked, and when.
@@ -225,6 +193,49 @@ struct Job<'a> {
 const STATUS_TTL: Duration = Duration::from_millis(250);
 
 impl Job<'_> {
+    /// Why the contact must not receive the message now, if it must not.
+    async fn suppressed(
+        &self,
+        client_id: i64,
+        address: &str,
+    ) -> anyhow::Result<Option<&'static str>> {
+        let kind = if self.channel_name == Channel::Email {
+            "email"
+        } else {
+            "phone"
+        };
+        let row: Option<(i64, Option<i64>)> = sqlx::query_as(
+            "select opted_out, invalid_at from contacts where account_id = $1 and kind = $2 and value = $3 and client_id = $4",
+        )
+        .bind(self.c.account_id)
+        .bind(kind)
+        .bind(address.to_owned())
+        .bind(client_id)
+        .fetch_optional(self.s.db.pool())
+        .await?;
+        Ok(match row {
+            None => Some("no_address"),
+            Some((opted_out, _)) if opted_out != 0 => Some("opted_out"),
+            Some((_, Some(_))) => Some("contact_invalid"),
+            Some(_) => None,
+        })
+    }
+
+    async fn skip(&self, r: &Claimed, reason: &str) -> anyhow::Result<()> {
+        let mut tx = self.s.db.begin().await?;
+        store::record(
+            &mut tx,
+            r.id,
+            self.owner,
+            &Outcome::Skipped {
+                reason: reason.to_owned(),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Whether the campaign is still running (paused or cancelled ones stop mid-batch).
     async fn still_running(&self) -> bool {
         {
@@ -248,42 +259,29 @@ impl Job<'_> {
     async fn send_one(&self, r: Claimed) -> anyhow::Result<()> {
         let s = self.s;
         // Send-time checks: whatever the snapshot said, an opted-out or invalid contact, or a
-        // deleted client or contact, gets nothing.
-        let skip = match (&r.address, self.clients.get(&r.client_id)) {
-            (_, None) => Some("client_deleted"),
-            (None, _) => Some("no_address"),
-            (Some(a), Some(_)) => match self.flags.get(&(r.client_id, a.clone())) {
-                None => Some("no_address"),
-                Some(reason) => *reason,
-            },
+        // deleted client or contact, gets nothing. Checked before waiting for a throttle slot
+        // (a skip does not use one) and again right before the send.
+        let Some((client, portfolio)) = self.clients.get(&r.client_id) else {
+            return self.skip(&r, "client_deleted").await;
         };
-        if let Some(reason) = skip {
-            let mut tx = s.db.begin().await?;
-            store::record(
-                &mut tx,
-                r.id,
-                self.owner,
-                &Outcome::Skipped {
-                    reason: reason.to_owned(),
-                },
-            )
-            .await?;
-            tx.commit().await?;
-            return Ok(());
-        }
-        let address = r.address.clone().expect("checked above");
-        let (client, portfolio) = self.clients.get(&r.client_id).expect("checked above");
-
-        if self.stop.load(Ordering::Relaxed) {
-            store::release(&s.db, r.id, self.owner).await?;
-            return Ok(());
+        let Some(address) = r.address.clone() else {
+            return self.skip(&r, "no_address").await;
+        };
+        if let Some(reason) = self.suppressed(r.client_id, &address).await? {
+            return self.skip(&r, reason).await;
         }
         if let Some(rate) = self.c.throttle_per_sec {
             s.throttle.acquire(self.c.id, rate).await;
         }
-        if self.stop.load(Ordering::Relaxed) || !self.still_running().await {
+        if self.stop.load(Ordering::Relaxed)
+            || std::time::Instant::now() > self.deadline
+            || !self.still_running().await
+        {
             store::release(&s.db, r.id, self.owner).await?;
             return Ok(());
+        }
+        if let Some(reason) = self.suppressed(r.client_id, &address).await? {
+            return self.skip(&r, reason).await;
         }
 
         let email = (self.channel_name == Channel::Email).then_some(address.as_str());

@@ -1033,3 +1033,44 @@ async fn after_kill_9_a_restart_finishes_the_campaign_with_duplicates_bounded_by
     let r = results(&app, &token, id).await;
     assert_eq!(r["sent"], 40);
 }
+
+#[tokio::test]
+async fn cancelling_a_running_campaign_skips_whatever_was_not_sent() {
+    let sink = Sink::start(&[]);
+    let app = app_with_sink(&sink).await;
+    let token = app.admin().await;
+    for i in 0..20 {
+        client_with_email(&app, &token, &format!("C{i}"), &format!("x{i}@example.com")).await;
+    }
+    let template = email_template(&app, &token, "t").await;
+    let id = campaign(
+        &app,
+        &token,
+        json!({"name": "c", "channel": "email", "template_id": template, "throttle_per_sec": 10}),
+    )
+    .await;
+    launch(&app, &token, id).await;
+    wait_until("the first sends", async || sink.messages().len() >= 2).await;
+    let res = app
+        .post(&format!("/api/v1/campaigns/{id}/cancel"), &token, json!({}))
+        .await;
+    assert_eq!(res.body["status"], "cancelled", "{:?}", res.body);
+    wait_until("sends in flight to finish", async || {
+        let r = results(&app, &token, id).await;
+        r["sending"] == 0 && r["queued"] == 0
+    })
+    .await;
+    let r = results(&app, &token, id).await;
+    let sent = r["sent"].as_i64().unwrap();
+    assert!(sent < 20, "{r:?}");
+    assert_eq!(sent + r["skipped"].as_i64().unwrap(), 20, "{r:?}");
+    assert_eq!(
+        r["skipped_reasons"]["cancelled"].as_i64().unwrap(),
+        20 - sent
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sink.messages().len() as i64, sent);
+    // A cancelled campaign can be deleted; a running one could not.
+    let res = app.delete(&format!("/api/v1/campaigns/{id}"), &token).await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT);
+}
