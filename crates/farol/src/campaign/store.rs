@@ -230,6 +230,17 @@ pub async fn mark_launched(tx: &mut Tx, id: i64, scheduled_at: Option<i64>) -> D
 /// Starts scheduled campaigns whose time has come.
 pub async fn start_due(db: &Db) -> DbResult<u64> {
     let now = now_ms();
+    // Read first: idle workers poll this, and on SQLite even an UPDATE matching nothing takes
+    // the write lock.
+    let due: Option<i64> = sqlx::query_scalar(
+        "select id from campaigns where status = 'scheduled' and scheduled_at <= $1 limit 1",
+    )
+    .bind(now)
+    .fetch_optional(db.pool())
+    .await?;
+    if due.is_none() {
+        return Ok(0);
+    }
     Ok(sqlx::query(
         "update campaigns set status = 'running', updated_at = $1 where status = 'scheduled' and scheduled_at <= $1",
     )
