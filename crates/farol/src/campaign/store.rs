@@ -274,6 +274,16 @@ pub async fn running(db: &Db) -> DbResult<Vec<Runnable>> {
     .await?)
 }
 
+/// A campaign if it is running.
+pub async fn runnable(db: &Db, id: i64) -> DbResult<Option<Runnable>> {
+    Ok(sqlx::query_as(
+        "select id, account_id, template_id, channel, throttle_per_sec from campaigns where id = $1 and status = 'running'",
+    )
+    .bind(id)
+    .fetch_optional(db.pool())
+    .await?)
+}
+
 /// Completes a running campaign with no recipient left to send; true when it did.
 pub async fn complete_if_done(db: &Db, id: i64) -> DbResult<bool> {
     let now = now_ms();

@@ -83,37 +83,61 @@ pub fn spawn(
         .collect()
 }
 
+/// One worker: starts due scheduled campaigns and runs one task per running campaign, so each
+/// campaign keeps its own pace (a throttled campaign never slows another one down).
 async fn work(s: Arc<Sender>, owner: String, stop: Arc<AtomicBool>, wake: Arc<Notify>) {
+    let mut tasks: HashMap<i64, JoinHandle<()>> = HashMap::new();
     while !stop.load(Ordering::Relaxed) {
-        let mut busy = false;
         if let Err(e) = store::start_due(&s.db).await {
             tracing::warn!(error = %e, "cannot start scheduled campaigns");
         }
+        tasks.retain(|_, t| !t.is_finished());
         match store::running(&s.db).await {
             Ok(campaigns) => {
                 for c in campaigns {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    match run_batch(&s, &c, &owner, &stop).await {
-                        Ok(n) => busy |= n > 0,
-                        Err(e) => tracing::warn!(campaign = c.id, error = %e, "send batch failed"),
-                    }
-                    match store::complete_if_done(&s.db, c.id).await {
-                        Ok(true) => tracing::info!(campaign = c.id, "campaign completed"),
-                        Ok(false) => {}
-                        Err(e) => tracing::warn!(campaign = c.id, error = %e, "cannot complete"),
-                    }
+                    tasks.entry(c.id).or_insert_with(|| {
+                        tokio::spawn(run_campaign(s.clone(), c.id, owner.clone(), stop.clone()))
+                    });
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot list running campaigns"),
         }
-        if !busy {
-            tokio::select! {
-                _ = wake.notified() => {},
-                _ = tokio::time::sleep(s.poll) => {},
+        tokio::select! {
+            _ = wake.notified() => {},
+            _ = tokio::time::sleep(s.poll) => {},
+        }
+    }
+    for (_, t) in tasks {
+        let _ = t.await;
+    }
+}
+
+/// Sends batches of one campaign until none is due (or the campaign stops running), then
+/// completes it when nothing is left. The campaign is re-read before each batch, so throttle
+/// changes apply to the next batch.
+async fn run_campaign(s: Arc<Sender>, id: i64, owner: String, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Relaxed) {
+        let c = match store::runnable(&s.db, id).await {
+            Ok(Some(c)) => c,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(campaign = id, error = %e, "cannot read campaign");
+                return;
+            }
+        };
+        match run_batch(&s, &c, &owner, &stop).await {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(campaign = id, error = %e, "send batch failed");
+                return;
             }
         }
+    }
+    match store::complete_if_done(&s.db, id).await {
+        Ok(true) => tracing::info!(campaign = id, "campaign completed"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(campaign = id, error = %e, "cannot complete"),
     }
 }
 

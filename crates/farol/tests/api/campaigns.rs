@@ -702,37 +702,73 @@ async fn a_paused_campaign_sends_nothing_until_resumed() {
 }
 
 #[tokio::test]
-async fn the_throttle_holds_the_configured_rate() {
+async fn two_throttled_campaigns_each_hold_their_configured_rate() {
     let sink = Sink::start(&[]);
     let app = app_with_sink(&sink).await;
     let token = app.admin().await;
-    let n = 61;
-    for i in 0..n {
-        client_with_email(&app, &token, &format!("C{i}"), &format!("r{i}@example.com")).await;
-    }
     let template = email_template(&app, &token, "t").await;
-    let rate = 20.0;
-    let id = campaign(
-        &app,
-        &token,
-        json!({"name": "c", "channel": "email", "template_id": template, "throttle_per_sec": rate}),
-    )
-    .await;
-    launch(&app, &token, id).await;
-    wait_status(&app, &token, id, "completed").await;
-    let times: Vec<f64> = sink
-        .messages()
-        .iter()
-        .map(|m| m["received_at"].as_f64().unwrap())
-        .collect();
-    assert_eq!(times.len(), n);
-    // 61 messages at 20/s span 3 s: the achieved rate is (n - 1) / span.
-    let span = times[n - 1] - times[0];
-    let achieved = (n - 1) as f64 / span;
-    assert!(
-        (achieved - rate).abs() <= rate * 0.05,
-        "achieved {achieved:.2}/s over {span:.2} s, configured {rate}/s"
-    );
+    // (rate, recipients): each campaign runs about 3 s, at the same time as the other.
+    let plan = [(20.0, 61), (10.0, 31)];
+    let mut campaigns = Vec::new();
+    for (k, (rate, n)) in plan.iter().enumerate() {
+        let mut ids = Vec::new();
+        for i in 0..*n {
+            let c = client_with_email(
+                &app,
+                &token,
+                &format!("C{k}-{i}"),
+                &format!("r{k}-{i}@example.com"),
+            )
+            .await;
+            ids.push(c["id"].as_i64().unwrap());
+        }
+        let audience = app
+            .post(
+                "/api/v1/audiences",
+                &token,
+                json!({"name": format!("a{k}"), "client_ids": ids}),
+            )
+            .await
+            .body["id"]
+            .as_i64()
+            .unwrap();
+        let id = campaign(
+            &app,
+            &token,
+            json!({"name": format!("c{k}"), "channel": "email", "template_id": template,
+                   "audience_id": audience, "throttle_per_sec": rate}),
+        )
+        .await;
+        campaigns.push(id);
+    }
+    for id in &campaigns {
+        launch(&app, &token, *id).await;
+    }
+    for id in &campaigns {
+        wait_status(&app, &token, *id, "completed").await;
+    }
+    for (k, (rate, n)) in plan.iter().enumerate() {
+        let times: Vec<f64> = sink
+            .messages()
+            .iter()
+            .filter(|m| {
+                m["rcpt_tos"][0]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("r{k}-"))
+            })
+            .map(|m| m["received_at"].as_f64().unwrap())
+            .collect();
+        assert_eq!(times.len(), *n);
+        // n messages at `rate`/s span (n - 1) / rate seconds: the achieved rate is (n - 1) / span.
+        let span = times[n - 1] - times[0];
+        let achieved = (n - 1) as f64 / span;
+        eprintln!("campaign {k}: {achieved:.3}/s over {span:.3} s, configured {rate}/s");
+        assert!(
+            (achieved - rate).abs() <= rate * 0.05,
+            "campaign {k}: achieved {achieved:.2}/s over {span:.2} s, configured {rate}/s"
+        );
+    }
 }
 
 #[tokio::test]
