@@ -78,5 +78,7 @@ create table campaign_recipients (
 );
 create unique index uq_campaign_recipients__client_id on campaign_recipients(campaign_id, client_id);
 create unique index uq_campaign_recipients__unsubscribe_token on campaign_recipients(unsubscribe_token);
-create index campaign_recipients_due on campaign_recipients(campaign_id, status, next_attempt_at);
+-- The claim reads queued rows in (next_attempt_at, id) order: id is in the index so the first
+-- rows come straight from it (every row of a launch has the same next_attempt_at).
+create index campaign_recipients_due on campaign_recipients(campaign_id, status, next_attempt_at, id);
 create index campaign_recipients_client on campaign_recipients(client_id);
