@@ -460,6 +460,17 @@ pub struct Results {
     pub skipped_reasons: BTreeMap<String, i64>,
     /// Counts per channel.
     pub by_channel: BTreeMap<String, Counts>,
+    /// Messages accepted by the provider per minute.
+    pub over_time: Vec<MinuteCount>,
+}
+
+/// Sends in one minute.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MinuteCount {
+    /// Start of the minute (RFC 3339, UTC).
+    pub minute: String,
+    /// Messages accepted by the provider in it.
+    pub sent: i64,
 }
 
 /// Counts of a campaign (API and CLI).
@@ -474,6 +485,14 @@ pub async fn results(db: &Db, account_id: i64, id: i64) -> ApiResult<Results> {
         counts: Counts::default(),
         skipped_reasons: BTreeMap::new(),
         by_channel: BTreeMap::new(),
+        over_time: store::sent_per_minute(&mut conn, id)
+            .await?
+            .into_iter()
+            .map(|(minute, sent)| MinuteCount {
+                minute: format_ms(minute),
+                sent,
+            })
+            .collect(),
     };
     for (channel, status, reason, n) in store::counts(&mut conn, id).await? {
         out.counts.add(&status, reason.as_deref(), n);
@@ -735,7 +754,8 @@ pub async fn cancel_campaign(
     act(state, user, id, Action::Cancel).await
 }
 
-/// Recipient counts by status (queued, sending, sent, failed, skipped, opted out) and channel.
+/// Recipient counts by status (queued, sending, sent, failed, skipped, opted out), by channel
+/// and sends per minute.
 #[utoipa::path(get, path = "/campaigns/{id}/results", tag = "campaigns", params(("id" = i64, Path)),
     responses((status = 200, body = Results), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn campaign_results(

@@ -479,3 +479,17 @@ pub async fn counts(
     .fetch_all(conn)
     .await?)
 }
+
+/// Sends accepted per minute (epoch ms of the minute, count), oldest first.
+pub async fn sent_per_minute(
+    conn: &mut AnyConnection,
+    campaign_id: i64,
+) -> DbResult<Vec<(i64, i64)>> {
+    Ok(sqlx::query_as(
+        "select (sent_at / 60000) * 60000 as minute, count(*) from campaign_recipients \
+         where campaign_id = $1 and status = 'sent' group by 1 order by 1",
+    )
+    .bind(campaign_id)
+    .fetch_all(conn)
+    .await?)
+}

@@ -446,6 +446,13 @@ async fn an_email_campaign_reaches_each_recipient_exactly_once_and_never_an_opte
     assert_eq!(r["queued"], 0);
     assert_eq!(r["skipped_reasons"]["no_address"], 1);
     assert_eq!(r["by_channel"]["email"]["sent"], 2);
+    let minutes = r["over_time"].as_array().unwrap();
+    let per_minute: i64 = minutes.iter().map(|m| m["sent"].as_i64().unwrap()).sum();
+    assert_eq!(per_minute, 2);
+    assert!(
+        minutes[0]["minute"].as_str().unwrap().ends_with(":00Z"),
+        "{minutes:?}"
+    );
 
     // The send is on Maria's timeline.
     let mid = maria["id"].as_i64().unwrap();
