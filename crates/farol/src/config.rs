@@ -179,6 +179,10 @@ pub struct CampaignConfig {
     pub max_attempts: u32,
     /// Public base URL of this Farol, for unsubscribe links. Empty: `http://<server.listen>`.
     pub public_url: String,
+    /// When campaigns may send, e.g. `mon-fri 08:00-20:00`. Empty: any time.
+    pub business_hours: String,
+    /// IANA time zone of `business_hours`.
+    pub time_zone: String,
 }
 
 impl Default for CampaignConfig {
@@ -193,6 +197,8 @@ impl Default for CampaignConfig {
             retry_cap_ms: 300_000,
             max_attempts: 6,
             public_url: String::new(),
+            business_hours: String::new(),
+            time_zone: "America/Sao_Paulo".into(),
         }
     }
 }
@@ -438,6 +444,14 @@ impl Config {
             return Err(ConfigError(
                 "key `campaign.batch`/`campaign.concurrency`/`campaign.lease_secs`: must be greater than 0".into(),
             ));
+        }
+        if let Err(e) = crate::campaign::hours::BusinessHours::parse(
+            &self.campaign.business_hours,
+            &self.campaign.time_zone,
+        ) {
+            return Err(ConfigError(format!(
+                "key `campaign.business_hours`/`campaign.time_zone`: {e}"
+            )));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError(format!("key `log.level`: {e}")));

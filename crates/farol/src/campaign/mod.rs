@@ -6,13 +6,14 @@
 //! - [`campaigns`]: lifecycle (draft → scheduled/running → paused → completed/cancelled), the
 //!   launch snapshot into `campaign_recipients`, results; [`store`]: their SQL;
 //! - [`worker`]: send workers (a database queue with leases), [`throttle`]: per-campaign
-//!   pacing, [`channels`]: the adapters built from configuration, [`render`]: clients →
+//!   pacing, [`hours`]: business hours, [`channels`]: the adapters built from configuration, [`render`]: clients →
 //!   template variables; [`unsubscribe`]: the one-click opt-out link; [`cli`]: `farol campaign`.
 
 pub mod audiences;
 pub mod campaigns;
 pub mod channels;
 pub mod cli;
+pub mod hours;
 pub mod render;
 pub mod store;
 pub mod templates;

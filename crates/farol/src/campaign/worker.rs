@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::channels::Channels;
+use super::hours::BusinessHours;
 use super::render;
 use super::store::{self, Claimed, Outcome, Runnable};
 use super::templates::{self, Channel, TemplateRow};
@@ -37,9 +38,17 @@ pub struct Sender {
     poll: Duration,
     max_attempts: u32,
     public_url: String,
+    hours: Option<BusinessHours>,
 }
 
 impl Sender {
+    /// Whether business hours allow sending now.
+    fn open_now(&self) -> bool {
+        self.hours
+            .as_ref()
+            .is_none_or(|h| h.is_open(jiff::Timestamp::now()))
+    }
+
     /// Workers' shared state for `config`, sending through `channels`.
     pub fn new(db: Db, channels: Channels, config: &Config) -> Sender {
         let c = &config.campaign;
@@ -60,6 +69,10 @@ impl Sender {
             poll: Duration::from_millis(c.poll_ms.max(10)),
             max_attempts: c.max_attempts.max(1),
             public_url: super::public_url(config),
+            // Validated when the configuration was loaded.
+            hours: BusinessHours::parse(&c.business_hours, &c.time_zone)
+                .ok()
+                .flatten(),
         }
     }
 }
@@ -117,6 +130,10 @@ async fn work(s: Arc<Sender>, owner: String, stop: Arc<AtomicBool>, wake: Arc<No
 /// changes apply to the next batch.
 async fn run_campaign(s: Arc<Sender>, id: i64, owner: String, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
+        if !s.open_now() {
+            // Outside business hours: recipients wait, queued, for the window.
+            return;
+        }
         let c = match store::runnable(&s.db, id).await {
             Ok(Some(c)) => c,
             Ok(None) => return,
@@ -299,6 +316,7 @@ impl Job<'_> {
         }
         if self.stop.load(Ordering::Relaxed)
             || std::time::Instant::now() > self.deadline
+            || !s.open_now()
             || !self.still_running().await
         {
             store::release(&s.db, r.id, self.owner).await?;

@@ -1117,3 +1117,40 @@ async fn cancelling_a_running_campaign_skips_whatever_was_not_sent() {
     let res = app.delete(&format!("/api/v1/campaigns/{id}"), &token).await;
     assert_eq!(res.status, StatusCode::NO_CONTENT);
 }
+
+#[tokio::test]
+async fn outside_business_hours_recipients_wait_queued() {
+    let sink = Sink::start(&[]);
+    let (mut config, dir) = test_config().await;
+    config.smtp.url = format!("smtp://127.0.0.1:{}?tls=none", sink.port).into();
+    config.smtp.from = "Farol <noreply@farol.test>".into();
+    config.campaign.poll_ms = 50;
+    // A one-hour window twelve hours away from now, every day.
+    let hour = (jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .hour()
+        + 12)
+        % 24;
+    config.campaign.business_hours = format!("mon-sun {hour:02}:00-{hour:02}:59");
+    config.campaign.time_zone = "UTC".into();
+    let app = spawn_with(config, dir).await;
+    let token = app.admin().await;
+    client_with_email(&app, &token, "A", "a@example.com").await;
+    let template = email_template(&app, &token, "t").await;
+    let id = campaign(
+        &app,
+        &token,
+        json!({"name": "c", "channel": "email", "template_id": template}),
+    )
+    .await;
+    launch(&app, &token, id).await;
+    // Many worker polls later, nothing has moved.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let r = results(&app, &token, id).await;
+    assert_eq!(
+        (r["queued"].as_i64(), r["sent"].as_i64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(r["status"], "running");
+    assert!(sink.messages().is_empty());
+}
