@@ -183,6 +183,10 @@ pub struct CampaignConfig {
     pub business_hours: String,
     /// IANA time zone of `business_hours`.
     pub time_zone: String,
+    /// Consecutive transient failures of a channel that open its circuit breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker holds sends before one probe, seconds.
+    pub breaker_cool_down_secs: u64,
 }
 
 impl Default for CampaignConfig {
@@ -199,6 +203,8 @@ impl Default for CampaignConfig {
             public_url: String::new(),
             business_hours: String::new(),
             time_zone: "America/Sao_Paulo".into(),
+            breaker_failures: 20,
+            breaker_cool_down_secs: 30,
         }
     }
 }

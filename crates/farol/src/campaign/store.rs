@@ -403,6 +403,21 @@ pub async fn release(db: &Db, id: i64, owner: &str) -> DbResult<()> {
     Ok(())
 }
 
+/// Puts a claimed recipient back in the queue until `at` without counting the attempt (the
+/// channel's circuit breaker is open).
+pub async fn defer(db: &Db, id: i64, owner: &str, at: i64) -> DbResult<()> {
+    sqlx::query(
+        "update campaign_recipients set status = 'queued', next_attempt_at = $1, lease_owner = null, \
+         lease_until = null, attempts = attempts - 1 where id = $2 and lease_owner = $3 and status = 'sending'",
+    )
+    .bind(at)
+    .bind(id)
+    .bind(owner.to_owned())
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
 /// The outcome of one attempt.
 #[derive(Debug, Clone)]
 pub enum Outcome {

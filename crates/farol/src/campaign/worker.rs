@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use farol_channels::template::{RenderContext, TemplateEngine};
-use farol_channels::{Backoff, Content, OutboundMessage, Recipient, SendError};
+use farol_channels::{Backoff, CircuitBreaker, Content, OutboundMessage, Recipient, SendError};
 use futures_util::StreamExt;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -39,6 +39,8 @@ pub struct Sender {
     max_attempts: u32,
     public_url: String,
     hours: Option<BusinessHours>,
+    /// One breaker per channel of this process.
+    breakers: HashMap<&'static str, CircuitBreaker>,
 }
 
 impl Sender {
@@ -73,6 +75,18 @@ impl Sender {
             hours: BusinessHours::parse(&c.business_hours, &c.time_zone)
                 .ok()
                 .flatten(),
+            breakers: [Channel::Email, Channel::Whatsapp, Channel::Sms]
+                .into_iter()
+                .map(|ch| {
+                    (
+                        ch.as_str(),
+                        CircuitBreaker::new(
+                            c.breaker_failures.max(1),
+                            Duration::from_secs(c.breaker_cool_down_secs),
+                        ),
+                    )
+                })
+                .collect(),
         }
     }
 }
@@ -357,7 +371,20 @@ impl Job<'_> {
                     .insert("campaign_id".into(), self.c.id.to_string());
                 msg.metadata
                     .insert("client_id".into(), r.client_id.to_string());
-                (self.outcome(&r, self.channel.send(&msg).await), summary)
+                let breaker = &s.breakers[self.channel_name.as_str()];
+                if let Err(wait) = breaker.try_acquire() {
+                    // The channel keeps failing: hold the send, uncounted, until the breaker
+                    // lets a probe through.
+                    let at = now_ms() + wait.max(Duration::from_millis(100)).as_millis() as i64;
+                    store::defer(&s.db, r.id, self.owner, at).await?;
+                    return Ok(());
+                }
+                let result = self.channel.send(&msg).await;
+                match &result {
+                    Err(SendError::Transient { .. }) => breaker.record_failure(),
+                    _ => breaker.record_success(),
+                }
+                (self.outcome(&r, result), summary)
             }
         };
         self.finish(&r, &address, &outcome, &summary).await

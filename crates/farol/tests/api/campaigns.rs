@@ -1154,3 +1154,66 @@ async fn outside_business_hours_recipients_wait_queued() {
     assert_eq!(r["status"], "running");
     assert!(sink.messages().is_empty());
 }
+
+#[tokio::test]
+async fn a_channel_that_keeps_failing_trips_its_breaker_and_sends_wait() {
+    let mut rules = Vec::new();
+    for i in 0..20 {
+        rules.push(format!("down{i}@example.com=421"));
+    }
+    let rules: Vec<&str> = rules.iter().map(String::as_str).collect();
+    let sink = Sink::start(&rules);
+    let (mut config, dir) = test_config().await;
+    config.smtp.url = format!("smtp://127.0.0.1:{}?tls=none", sink.port).into();
+    config.smtp.from = "Farol <noreply@farol.test>".into();
+    config.campaign.poll_ms = 50;
+    config.campaign.retry_base_ms = 10;
+    config.campaign.retry_cap_ms = 20;
+    config.campaign.max_attempts = 100;
+    config.campaign.concurrency = 1;
+    config.campaign.breaker_failures = 3;
+    config.campaign.breaker_cool_down_secs = 3600;
+    let app = spawn_with(config, dir).await;
+    let token = app.admin().await;
+    for i in 0..20 {
+        client_with_email(
+            &app,
+            &token,
+            &format!("D{i}"),
+            &format!("down{i}@example.com"),
+        )
+        .await;
+    }
+    let template = email_template(&app, &token, "t").await;
+    let id = campaign(
+        &app,
+        &token,
+        json!({"name": "c", "channel": "email", "template_id": template}),
+    )
+    .await;
+    launch(&app, &token, id).await;
+    wait_until("the breaker to open", async || {
+        count(
+            &app,
+            "select cast(coalesce(sum(attempts), 0) as bigint) from campaign_recipients where campaign_id = $1",
+            id,
+        )
+        .await
+            >= 3
+    })
+    .await;
+    // Plenty of polls and retry delays later, no further attempt was made.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let attempts = count(
+        &app,
+        "select cast(coalesce(sum(attempts), 0) as bigint) from campaign_recipients where campaign_id = $1",
+        id,
+    )
+    .await;
+    assert_eq!(attempts, 3, "the breaker let more sends through");
+    let r = results(&app, &token, id).await;
+    assert_eq!(
+        (r["queued"].as_i64(), r["failed"].as_i64()),
+        (Some(20), Some(0))
+    );
+}
