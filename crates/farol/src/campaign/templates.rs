@@ -390,7 +390,8 @@ pub async fn get_template(
     Ok(Json(row.into()))
 }
 
-/// Changes a template (validated again as a whole).
+/// Changes a template (validated again as a whole). Refused (409) while a launched campaign
+/// that uses it has not ended.
 #[utoipa::path(patch, path = "/templates/{id}", tag = "campaigns", params(("id" = i64, Path)), request_body = TemplatePatch,
     responses((status = 200, body = TemplateOut), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -405,6 +406,22 @@ pub async fn update_template(
     let before = get(&mut conn, user.account_id, id)
         .await
         .map_err(not_found)?;
+    // Recipients of a launched campaign are rendered when sent: its template stays as it was
+    // at launch until the campaign ends.
+    let busy: Option<i64> = sqlx::query_scalar(
+        "select id from campaigns where template_id = $1 and status in ('scheduled', 'running', 'paused') limit 1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(c) = busy {
+        return Err(ApiError::Conflict {
+            field: "id".into(),
+            message: format!(
+                "campaign {c} is sending with this template; create a new template or wait until it ends"
+            ),
+        });
+    }
     let known = render::known_variables(&mut conn, user.account_id).await?;
     drop(conn);
     let mut input = TemplateInput {

@@ -524,6 +524,15 @@ async fn a_contact_opted_out_after_launch_is_skipped_at_send_time() {
     assert_eq!(res.status, StatusCode::OK, "{:?}", res.body);
     assert_eq!(res.body["status"], "scheduled");
     assert_eq!(results(&app, &token, id).await["queued"], 2);
+    // Its template is frozen until the campaign ends.
+    let res = app
+        .patch(
+            &format!("/api/v1/templates/{template}"),
+            &token,
+            json!({"subject": "Outro"}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::CONFLICT, "{:?}", res.body);
     let contact = bia["contacts"][0]["id"].as_i64().unwrap();
     app.patch(
         &format!("/api/v1/contacts/{contact}"),
