@@ -353,9 +353,23 @@ async fn an_audience_preview_counts_and_samples_the_matching_clients() {
     .await;
     assert_eq!(p["size"], 2);
     // A static list keeps only the account's clients.
-    let p = preview(json!({"name": "c", "client_ids": [ids[5], ids[3], 999_999]})).await;
+    let other = app.user("outra", farol::auth::Role::Admin).await;
+    let foreign = app.client(&other, json!({"name": "Alheio"})).await["id"]
+        .as_i64()
+        .unwrap();
+    let p = preview(json!({"name": "c", "client_ids": [ids[5], ids[3], foreign, 999_999]})).await;
     assert_eq!(p["size"], 2);
     assert_eq!(p["sample"][0]["id"].as_i64().unwrap(), ids[3]);
+    // Another account sees none of these audiences.
+    let listed = app.get("/api/v1/audiences", &other).await;
+    assert_eq!(listed.body.as_array().unwrap().len(), 0);
+    let first = app.get("/api/v1/audiences", &token).await.body[0]["id"]
+        .as_i64()
+        .unwrap();
+    let res = app
+        .get(&format!("/api/v1/audiences/{first}/preview"), &other)
+        .await;
+    assert_eq!(res.status, StatusCode::NOT_FOUND);
     // Unknown custom field and bad time name their fields.
     let res = app
         .post(
@@ -438,6 +452,11 @@ async fn an_email_campaign_reaches_each_recipient_exactly_once_and_never_an_opte
     assert!(header(m, "Message-ID").is_some());
 
     let r = results(&app, &token, id).await;
+    let other = app.user("outra", farol::auth::Role::Admin).await;
+    let res = app
+        .get(&format!("/api/v1/campaigns/{id}/results"), &other)
+        .await;
+    assert_eq!(res.status, StatusCode::NOT_FOUND);
     assert_eq!(r["status"], "completed");
     assert_eq!(r["total"], 4);
     assert_eq!(r["sent"], 2);
