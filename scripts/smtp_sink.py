@@ -2,12 +2,15 @@
 """A local SMTP sink for tests: accepts every message and saves it as JSON in a directory.
 
 Usage: smtp_sink.py --dir DIR [--port 0] [--auth USER:PASSWORD] [--tls-cert CERT --tls-key KEY]
+                    [--reject ADDRESS=CODE[:TIMES]]...
 
 Prints "PORT <n>" on stdout once listening (port 0 picks a free one). Each message is saved as
 DIR/<n>.json with mail_from, rcpt_tos, authenticated login, the raw data, and the decoded
 subject, headers and leaf parts (content type + decoded body). With --auth, AUTH
 (PLAIN/LOGIN) is required and checked; it is allowed without TLS unless --tls-cert is given, in
-which case STARTTLS is offered and required before AUTH and MAIL.
+which case STARTTLS is offered and required before AUTH and MAIL. Each --reject answers
+RCPT TO:<ADDRESS> with CODE (e.g. 550 or 451) the first TIMES times (always when omitted), to
+test permanent and transient failures. Records carry received_at (Unix time, float seconds).
 """
 import argparse
 import asyncio
@@ -19,19 +22,34 @@ import logging
 import os
 import ssl
 import sys
+import time
 import warnings
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 
 class Saver:
-    def __init__(self, directory):
+    def __init__(self, directory, rejects=None):
         self.directory = directory
         self.counter = itertools.count(1)
+        # address -> [code, remaining times or None for always]
+        self.rejects = rejects or {}
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        rule = self.rejects.get(address.lower())
+        if rule is not None and (rule[1] is None or rule[1] > 0):
+            if rule[1] is not None:
+                rule[1] -= 1
+            code = rule[0]
+            text = "mailbox unavailable" if code.startswith("5") else "try again later"
+            return f"{code} {code[0]}.1.1 {text}"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
         n = next(self.counter)
         record = {
+            "received_at": time.time(),
             "mail_from": envelope.mail_from,
             "rcpt_tos": envelope.rcpt_tos,
             "login": session.auth_data.decode() if isinstance(session.auth_data, bytes) else None,
@@ -73,9 +91,15 @@ async def main():
     parser.add_argument("--auth")
     parser.add_argument("--tls-cert")
     parser.add_argument("--tls-key")
+    parser.add_argument("--reject", action="append", default=[])
     args = parser.parse_args()
     os.makedirs(args.dir, exist_ok=True)
-    handler = Saver(args.dir)
+    rejects = {}
+    for rule in args.reject:
+        address, spec = rule.rsplit("=", 1)
+        code, _, times = spec.partition(":")
+        rejects[address.lower()] = [code, int(times) if times else None]
+    handler = Saver(args.dir, rejects)
     kwargs = {}
     if args.auth:
         kwargs.update(authenticator=authenticator(args.auth), auth_required=True, auth_require_tls=bool(args.tls_cert))

@@ -83,6 +83,7 @@ impl App {
         };
         let segment_cache =
             crate::segment::cache::SegmentCache::new(redis.clone(), &config.redis.key_prefix);
+        let channels = crate::campaign::Channels::from_config(&config)?;
         let state = AppState {
             db,
             config: Arc::new(config),
@@ -94,6 +95,8 @@ impl App {
             decoy: Arc::default(),
             import_wake: Arc::default(),
             segment_cache,
+            channels,
+            campaign_wake: Arc::default(),
         };
         Ok(App { state })
     }
@@ -116,6 +119,14 @@ impl App {
         );
         let schedule =
             crate::segment::schedule::spawn(db.clone(), self.state.config.clone(), stop.clone());
+        let send_workers = crate::campaign::worker::spawn(
+            &db,
+            &self.state.channels,
+            &self.state.config,
+            stop.clone(),
+            self.state.campaign_wake.clone(),
+        );
+        let campaign_wake = self.state.campaign_wake.clone();
         let router = crate::api::router(self.state);
         tracing::info!(address = %listener.local_addr()?, backend = db.backend().name(), "serving");
         axum::serve(
@@ -127,7 +138,10 @@ impl App {
         // Workers finish the batch in flight; their imports go back to the queue.
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         wake.notify_waiters();
-        for w in workers {
+        campaign_wake.notify_waiters();
+        // Send workers finish the sends in flight; claimed recipients not yet started go back
+        // to the queue.
+        for w in workers.into_iter().chain(send_workers) {
             let _ = w.await;
         }
         if let Some(s) = schedule {

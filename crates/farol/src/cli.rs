@@ -63,6 +63,11 @@ enum Command {
     /// Benchmark helpers: data generators and raw-load baselines.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
+    /// Campaigns: create from a template file, launch, results.
+    #[command(subcommand)]
+    Campaign(crate::campaign::cli::CampaignCommand),
+    /// Run the import and campaign send workers without the HTTP server (until SIGTERM).
+    Worker,
 }
 
 #[derive(Debug, Subcommand)]
@@ -205,6 +210,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Import(args) => crate::import::cli::run(config, args).await,
         Command::Bench(command) => crate::bench::run(config, command).await,
         Command::Segment(command) => crate::segment::cli::run(config, command).await,
+        Command::Campaign(command) => crate::campaign::cli::run(config, command).await,
+        Command::Worker => crate::campaign::cli::worker(config).await,
     }
 }
 

@@ -34,6 +34,10 @@ pub struct Config {
     pub import: ImportConfig,
     /// Segmentation.
     pub segment: SegmentConfig,
+    /// The default e-mail channel account (SMTP).
+    pub smtp: SmtpConfig,
+    /// Campaign send workers.
+    pub campaign: CampaignConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -186,6 +190,72 @@ impl Default for SegmentConfig {
     }
 }
 
+/// The default e-mail channel account.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    /// `smtp://user:pass@host:port` (STARTTLS when offered), `?tls=required` (STARTTLS
+    /// required), `?tls=none` (plain, local relays only), or `smtps://…` (implicit TLS).
+    /// Empty: no e-mail channel.
+    #[serde(serialize_with = "serialize_secret")]
+    pub url: SecretString,
+    /// The `From` mailbox, e.g. `Farol <noreply@example.com>`.
+    pub from: String,
+}
+
+/// Campaign send workers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CampaignConfig {
+    /// Send workers a `farol serve` process runs (0: none, only `farol worker`).
+    pub workers: usize,
+    /// Recipients a worker claims at once.
+    pub batch: usize,
+    /// Sends a worker keeps in flight at once.
+    pub concurrency: usize,
+    /// A claimed recipient whose worker has not finished within this time is sent again by
+    /// another worker (the worker is presumed dead).
+    pub lease_secs: u64,
+    /// How often idle workers look for due recipients, milliseconds.
+    pub poll_ms: u64,
+    /// Backoff of transient failures: first delay scale, milliseconds.
+    pub retry_base_ms: u64,
+    /// Backoff of transient failures: largest delay, milliseconds.
+    pub retry_cap_ms: u64,
+    /// Attempts per recipient before a transient failure becomes final.
+    pub max_attempts: u32,
+    /// Public base URL of this Farol, for unsubscribe links. Empty: `http://<server.listen>`.
+    pub public_url: String,
+    /// When campaigns may send, e.g. `mon-fri 08:00-20:00`. Empty: any time.
+    pub business_hours: String,
+    /// IANA time zone of `business_hours`.
+    pub time_zone: String,
+    /// Consecutive transient failures of a channel that open its circuit breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker holds sends before one probe, seconds.
+    pub breaker_cool_down_secs: u64,
+}
+
+impl Default for CampaignConfig {
+    fn default() -> Self {
+        Self {
+            workers: 1,
+            batch: 50,
+            concurrency: 8,
+            lease_secs: 60,
+            poll_ms: 500,
+            retry_base_ms: 1000,
+            retry_cap_ms: 300_000,
+            max_attempts: 6,
+            public_url: String::new(),
+            business_hours: String::new(),
+            time_zone: "America/Sao_Paulo".into(),
+            breaker_failures: 20,
+            breaker_cool_down_secs: 30,
+        }
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -224,6 +294,8 @@ impl Default for Config {
             log: LogConfig::default(),
             import: ImportConfig::default(),
             segment: SegmentConfig::default(),
+            smtp: SmtpConfig::default(),
+            campaign: CampaignConfig::default(),
         }
     }
 }
@@ -330,6 +402,8 @@ impl Config {
                 "AMQP_URL" => "amqp.url".to_string(),
                 "FAROL_DATA_DIR" => "data_dir".to_string(),
                 "FAROL_LISTEN" => "server.listen".to_string(),
+                "FAROL_SMTP_URL" => "smtp.url".to_string(),
+                "FAROL_SMTP_FROM" => "smtp.from".to_string(),
                 other => match other.strip_prefix("FAROL_") {
                     Some(rest) => rest.to_ascii_lowercase().replace("__", "."),
                     None => continue,
@@ -431,6 +505,22 @@ impl Config {
                 "key `import.batch_rows`: must be greater than 0".into(),
             ));
         }
+        if self.campaign.batch == 0
+            || self.campaign.concurrency == 0
+            || self.campaign.lease_secs == 0
+        {
+            return Err(ConfigError(
+                "key `campaign.batch`/`campaign.concurrency`/`campaign.lease_secs`: must be greater than 0".into(),
+            ));
+        }
+        if let Err(e) = crate::campaign::hours::BusinessHours::parse(
+            &self.campaign.business_hours,
+            &self.campaign.time_zone,
+        ) {
+            return Err(ConfigError(format!(
+                "key `campaign.business_hours`/`campaign.time_zone`: {e}"
+            )));
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError(format!("key `log.level`: {e}")));
         }
@@ -512,6 +602,22 @@ mod tests {
         assert_eq!(config.redis.url.expose_secret(), "redis://127.0.0.1:6379");
         assert_eq!(config.auth.access_token_ttl_secs, 60);
         assert_eq!(config.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn smtp_short_forms_are_accepted() {
+        let (config, warnings) = Config::load_from_env(
+            None,
+            &CliOverrides::default(),
+            env(&[
+                ("FAROL_SMTP_URL", "smtp://u:p@mail.test:587"),
+                ("FAROL_SMTP_FROM", "Farol <x@y.test>"),
+            ]),
+        )
+        .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(config.smtp.url.expose_secret(), "smtp://u:p@mail.test:587");
+        assert_eq!(config.smtp.from, "Farol <x@y.test>");
     }
 
     #[test]

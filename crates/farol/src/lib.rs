@@ -4,6 +4,7 @@
 //! - [`crm`]: clients, contacts, tags, custom fields, portfolios, timelines;
 //! - [`import`]: spreadsheets in (upload, mapping, normalization, dedupe, reports);
 //! - [`segment`]: behavioral clusters from the data lake, named, linked to clients;
+//! - [`campaign`]: templates, audiences, campaigns and their send workers;
 //! - [`auth`]: users, login, tokens, roles; [`audit`]: the append-only audit log;
 //! - [`api`]: the HTTP edge (router, errors, OpenAPI); [`ops`]: health, readiness, metrics;
 //! - [`db`]: storage on SQLite or PostgreSQL; [`config`]: configuration;
@@ -15,6 +16,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod bench;
+pub mod campaign;
 pub mod cli;
 pub mod config;
 pub mod crm;

@@ -34,6 +34,10 @@ pub struct AppState {
     pub import_wake: Arc<tokio::sync::Notify>,
     /// Cache of hot segmentation reads.
     pub segment_cache: crate::segment::cache::SegmentCache,
+    /// Channel adapters campaigns send through.
+    pub channels: crate::campaign::Channels,
+    /// Wakes the send workers when a campaign is launched or resumed.
+    pub campaign_wake: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {

@@ -48,6 +48,7 @@ use crate::{audit, auth, crm, ops};
         (name = "custom fields", description = "Custom field definitions (campos dinâmicos)"),
         (name = "users", description = "Users and roles"),
         (name = "audit", description = "Append-only audit log"),
+        (name = "campaigns", description = "Templates, audiences, campaigns, results, unsubscribe links"),
         (name = "operations", description = "Health, readiness, metrics"),
     )
 )]
@@ -86,6 +87,7 @@ fn v1() -> OpenApiRouter<AppState> {
         .merge(crm::router())
         .merge(crate::import::router())
         .merge(crate::segment::router())
+        .merge(crate::campaign::router())
 }
 
 /// The OpenAPI document (also served at `/api/v1/openapi.json`).

@@ -92,11 +92,13 @@ pub enum Permission {
     ImportsRun,
     /// Start segmentation runs and rename clusters.
     SegmentsRun,
+    /// Manage templates, audiences and campaigns; launch, pause and cancel campaigns.
+    CampaignsRun,
 }
 
 impl Permission {
     /// Every permission, in documentation order.
-    pub const ALL: [Permission; 9] = [
+    pub const ALL: [Permission; 10] = [
         Permission::CrmRead,
         Permission::CrmWrite,
         Permission::CrmDelete,
@@ -106,6 +108,7 @@ impl Permission {
         Permission::AuditRead,
         Permission::ImportsRun,
         Permission::SegmentsRun,
+        Permission::CampaignsRun,
     ];
 
     /// Short name and the routes it covers, for the documentation table.
@@ -134,6 +137,10 @@ impl Permission {
             Permission::SegmentsRun => (
                 "segments.run",
                 "`POST /segmentations`, `PATCH /clusters/{id}` (reading clusters is crm.read)",
+            ),
+            Permission::CampaignsRun => (
+                "campaigns.run",
+                "`/templates`, `/audiences`, `/campaigns` (create, edit, preview, launch, pause, resume, cancel, results)",
             ),
         }
     }

@@ -3,6 +3,7 @@
 
 mod audit;
 mod auth;
+mod campaigns;
 mod cli;
 mod clients;
 mod demo;

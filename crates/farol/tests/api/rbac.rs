@@ -226,6 +226,38 @@ async fn every_role_gets_exactly_the_routes_its_permissions_allow() {
             "/api/v1/audit".into(),
             None,
         ),
+        (
+            Permission::CampaignsRun,
+            Method::GET,
+            "/api/v1/templates".into(),
+            None,
+        ),
+        (
+            Permission::CampaignsRun,
+            Method::POST,
+            "/api/v1/templates".into(),
+            Some(
+                json!({"name": format!("t{}", uniq()), "channel": "sms", "body": "Oi {{ nome }}"}),
+            ),
+        ),
+        (
+            Permission::CampaignsRun,
+            Method::GET,
+            "/api/v1/audiences".into(),
+            None,
+        ),
+        (
+            Permission::CampaignsRun,
+            Method::POST,
+            "/api/v1/audiences".into(),
+            Some(json!({"name": format!("a{}", uniq()), "client_ids": [cid]})),
+        ),
+        (
+            Permission::CampaignsRun,
+            Method::GET,
+            "/api/v1/campaigns".into(),
+            None,
+        ),
     ];
 
     for role in Role::ALL {

@@ -1,0 +1,174 @@
+//! The channel adapters this process sends through, built from configuration. For now the
+//! default e-mail account (`[smtp]`, `FAROL_SMTP_URL`/`FAROL_SMTP_FROM`); channel accounts
+//! stored per tenant come later.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use farol_channels::Secret;
+use farol_channels::email::smtp::{SmtpChannel, SmtpConfig, SmtpSecurity};
+use secrecy::ExposeSecret;
+
+use super::templates::Channel as ChannelName;
+use crate::config::Config;
+
+/// Adapters by channel. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Channels {
+    email: Option<Arc<dyn farol_channels::Channel>>,
+}
+
+impl std::fmt::Debug for Channels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channels")
+            .field("email", &self.email.is_some())
+            .finish()
+    }
+}
+
+impl Channels {
+    /// Builds the configured adapters; a malformed setting is an error naming its key.
+    pub fn from_config(config: &Config) -> anyhow::Result<Channels> {
+        let url = config.smtp.url.expose_secret();
+        let email: Option<Arc<dyn farol_channels::Channel>> = if url.is_empty() {
+            None
+        } else {
+            if config.smtp.from.trim().is_empty() {
+                anyhow::bail!(
+                    "configuration error: key `smtp.from`: required when smtp.url is set (e.g. \"Farol <noreply@example.com>\")"
+                );
+            }
+            let smtp = parse_smtp_url(url, &config.smtp.from)
+                .map_err(|e| anyhow::anyhow!("configuration error: key `smtp.url`: {e}"))?;
+            let channel = SmtpChannel::new(&smtp)
+                .map_err(|e| anyhow::anyhow!("configuration error: key `smtp`: {e}"))?;
+            Some(Arc::new(channel))
+        };
+        Ok(Channels { email })
+    }
+
+    /// Channels with the given e-mail adapter (tests, embedding).
+    pub fn with_email(email: Arc<dyn farol_channels::Channel>) -> Channels {
+        Channels { email: Some(email) }
+    }
+
+    /// The adapter of a channel, when configured.
+    pub fn get(&self, channel: ChannelName) -> Option<Arc<dyn farol_channels::Channel>> {
+        match channel {
+            ChannelName::Email => self.email.clone(),
+            ChannelName::Whatsapp | ChannelName::Sms => None,
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| "bad percent-encoding".to_string())?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "percent-encoding is not UTF-8".to_string())
+}
+
+/// Parses `smtp[s]://[user[:password]@]host[:port][?tls=required|none|opportunistic]`.
+pub fn parse_smtp_url(url: &str, from: &str) -> Result<SmtpConfig, String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| "expected smtp://… or smtps://…".to_string())?;
+    let (rest, query) = match rest.split_once('?') {
+        Some((r, q)) => (r, Some(q)),
+        None => (rest, None),
+    };
+    let rest = rest.trim_end_matches('/');
+    let (userinfo, hostport) = match rest.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, rest),
+    };
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => (
+            h.trim_start_matches('[').trim_end_matches(']'),
+            Some(p.parse::<u16>().map_err(|_| format!("bad port `{p}`"))?),
+        ),
+        _ => (hostport, None),
+    };
+    if host.is_empty() {
+        return Err("missing host".into());
+    }
+    let mut security = match scheme {
+        "smtps" => SmtpSecurity::Tls,
+        "smtp" => SmtpSecurity::Opportunistic,
+        other => return Err(format!("unknown scheme `{other}`; use smtp or smtps")),
+    };
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        match pair.split_once('=') {
+            Some(("tls", "required")) if scheme == "smtp" => security = SmtpSecurity::StartTls,
+            Some(("tls", "none")) if scheme == "smtp" => security = SmtpSecurity::Plain,
+            Some(("tls", "opportunistic")) if scheme == "smtp" => {
+                security = SmtpSecurity::Opportunistic
+            }
+            _ => return Err(format!("unknown option `{pair}`")),
+        }
+    }
+    let (username, password) = match userinfo {
+        None => (None, None),
+        Some(u) => match u.split_once(':') {
+            Some((user, pass)) => (
+                Some(percent_decode(user)?),
+                Some(Secret::new(percent_decode(pass)?)),
+            ),
+            None => (Some(percent_decode(u)?), None),
+        },
+    };
+    Ok(SmtpConfig {
+        host: host.to_owned(),
+        port,
+        security,
+        username,
+        password,
+        from: from.to_owned(),
+        pool_max_size: 8,
+        timeout: Duration::from_secs(30),
+        root_certificates_pem: None,
+        dangerous_accept_invalid_certs: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smtp_urls_parse_with_credentials_ports_and_tls_modes() {
+        let c = parse_smtp_url("smtp://ana%40x.com:p%3Ass@mail.test:587", "F <f@x.test>").unwrap();
+        assert_eq!(c.host, "mail.test");
+        assert_eq!(c.port, Some(587));
+        assert_eq!(c.username.as_deref(), Some("ana@x.com"));
+        assert_eq!(c.password.unwrap().expose(), "p:ss");
+        assert_eq!(c.security, SmtpSecurity::Opportunistic);
+        let c = parse_smtp_url("smtp://127.0.0.1:2525?tls=none", "f@x.test").unwrap();
+        assert_eq!(c.security, SmtpSecurity::Plain);
+        assert!(c.username.is_none());
+        let c = parse_smtp_url("smtp://h?tls=required", "f@x.test").unwrap();
+        assert_eq!((c.security, c.port), (SmtpSecurity::StartTls, None));
+        let c = parse_smtp_url("smtps://u:p@h:465", "f@x.test").unwrap();
+        assert_eq!(c.security, SmtpSecurity::Tls);
+        assert!(parse_smtp_url("http://h", "f@x.test").is_err());
+        assert!(parse_smtp_url("smtp://h:x", "f@x.test").is_err());
+        assert!(parse_smtp_url("smtp://h?tls=maybe", "f@x.test").is_err());
+    }
+}

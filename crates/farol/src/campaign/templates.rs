@@ -1,0 +1,531 @@
+//! Message templates per channel (e-mail subject + HTML/text, WhatsApp or SMS body), validated
+//! against the account's variables when saved, previewed for a chosen client.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use farol_channels::template::{
+    EmailTemplate, KnownVariables, RenderContext, SmsTemplate, TemplateEngine, TemplateError,
+};
+use serde::{Deserialize, Serialize};
+use sqlx::AnyConnection;
+use utoipa::ToSchema;
+
+use super::render::{self, Rendered};
+use crate::api::{ApiError, ApiJson, ApiResult, ErrorBody, Problems};
+use crate::audit::{self, Actor};
+use crate::auth::{AuthUser, Permission};
+use crate::db::{Db, DbError, DbResult, format_ms, now_ms};
+use crate::state::AppState;
+
+/// The channel a template (and a campaign) sends through.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    /// E-mail.
+    #[default]
+    Email,
+    /// WhatsApp (free text).
+    Whatsapp,
+    /// SMS.
+    Sms,
+}
+
+impl Channel {
+    /// Stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Email => "email",
+            Channel::Whatsapp => "whatsapp",
+            Channel::Sms => "sms",
+        }
+    }
+
+    /// Parses a stored or typed name.
+    pub fn parse(s: &str) -> Option<Channel> {
+        match s {
+            "email" => Some(Channel::Email),
+            "whatsapp" => Some(Channel::Whatsapp),
+            "sms" => Some(Channel::Sms),
+            _ => None,
+        }
+    }
+}
+
+/// A template as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TemplateRow {
+    /// Id.
+    pub id: i64,
+    /// Account.
+    pub account_id: i64,
+    /// Name.
+    pub name: String,
+    /// Channel name.
+    pub channel: String,
+    /// E-mail subject.
+    pub subject: Option<String>,
+    /// E-mail HTML.
+    pub html: Option<String>,
+    /// E-mail text.
+    pub text: Option<String>,
+    /// WhatsApp/SMS body.
+    pub body: Option<String>,
+    /// Creation (epoch ms).
+    pub created_at: i64,
+    /// Last change (epoch ms).
+    pub updated_at: i64,
+}
+
+impl TemplateRow {
+    /// The channel.
+    pub fn channel(&self) -> Channel {
+        Channel::parse(&self.channel).unwrap_or(Channel::Email)
+    }
+}
+
+/// A template, as the API shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TemplateOut {
+    /// Id.
+    pub id: i64,
+    /// Name, unique in the account.
+    pub name: String,
+    /// Channel.
+    pub channel: Channel,
+    /// E-mail subject template.
+    pub subject: Option<String>,
+    /// E-mail HTML template.
+    pub html: Option<String>,
+    /// E-mail text template (derived from the HTML when absent).
+    pub text: Option<String>,
+    /// WhatsApp or SMS body template.
+    pub body: Option<String>,
+    /// Creation time.
+    pub created_at: String,
+    /// Last change.
+    pub updated_at: String,
+}
+
+impl From<TemplateRow> for TemplateOut {
+    fn from(r: TemplateRow) -> Self {
+        TemplateOut {
+            id: r.id,
+            channel: r.channel(),
+            name: r.name,
+            subject: r.subject,
+            html: r.html,
+            text: r.text,
+            body: r.body,
+            created_at: format_ms(r.created_at),
+            updated_at: format_ms(r.updated_at),
+        }
+    }
+}
+
+/// Body of `POST /templates`; also the full state a `PATCH` produces.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateInput {
+    /// Name (1–200 characters), unique in the account.
+    pub name: String,
+    /// Channel.
+    pub channel: Channel,
+    /// E-mail: subject template (required).
+    pub subject: Option<String>,
+    /// E-mail: HTML template (HTML or text required).
+    pub html: Option<String>,
+    /// E-mail: text template.
+    pub text: Option<String>,
+    /// WhatsApp/SMS: body template (required).
+    pub body: Option<String>,
+}
+
+/// Body of `PATCH /templates/{id}`: fields to change (the channel cannot change).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplatePatch {
+    /// New name.
+    pub name: Option<String>,
+    /// New subject.
+    pub subject: Option<String>,
+    /// New HTML (empty string: remove).
+    pub html: Option<String>,
+    /// New text (empty string: remove).
+    pub text: Option<String>,
+    /// New body.
+    pub body: Option<String>,
+}
+
+fn blank_to_none(v: Option<String>) -> Option<String> {
+    v.filter(|s| !s.trim().is_empty())
+}
+
+/// Checks a template's shape and variables, naming each bad field (`html`: unknown variables
+/// `apelido, cf.desconto`).
+pub fn validate(input: &mut TemplateInput, known: &KnownVariables) -> ApiResult<()> {
+    let mut problems = Problems::default();
+    input.name = input.name.trim().to_owned();
+    if input.name.is_empty() || input.name.chars().count() > 200 {
+        problems.add(
+            "name",
+            "invalid_length",
+            "name must have 1 to 200 characters",
+        );
+    }
+    input.subject = blank_to_none(input.subject.take());
+    input.html = blank_to_none(input.html.take());
+    input.text = blank_to_none(input.text.take());
+    input.body = blank_to_none(input.body.take());
+    let engine = TemplateEngine::default();
+    fn check(problems: &mut Problems, field: &str, result: Result<(), TemplateError>) {
+        match result {
+            Ok(()) => {}
+            Err(TemplateError::UnknownVariables(vars)) => problems.add(
+                field,
+                "unknown_variables",
+                format!("unknown variables: {}", vars.join(", ")),
+            ),
+            Err(TemplateError::Syntax { message, .. }) => {
+                problems.add(field, "syntax_error", format!("syntax error: {message}"))
+            }
+            Err(other) => problems.add(field, "invalid", other.to_string()),
+        }
+    }
+    let email_part = |subject: &str, html: Option<&String>, text: Option<&String>| EmailTemplate {
+        subject: subject.to_owned(),
+        html: html.cloned(),
+        text: text.cloned(),
+    };
+    match input.channel {
+        Channel::Email => {
+            match &input.subject {
+                Some(s) => check(
+                    &mut problems,
+                    "subject",
+                    engine.validate(&email_part(s, None, None), known),
+                ),
+                None => problems.add("subject", "required", "an e-mail template needs a subject"),
+            }
+            if input.html.is_none() && input.text.is_none() {
+                problems.add("html", "required", "an e-mail template needs html or text");
+            }
+            if let Some(h) = &input.html {
+                check(
+                    &mut problems,
+                    "html",
+                    engine.validate(&email_part("", Some(h), None), known),
+                );
+            }
+            if let Some(t) = &input.text {
+                check(
+                    &mut problems,
+                    "text",
+                    engine.validate(&email_part("", None, Some(t)), known),
+                );
+            }
+            if input.body.is_some() {
+                problems.add(
+                    "body",
+                    "not_allowed",
+                    "e-mail templates use subject, html and text",
+                );
+            }
+        }
+        Channel::Whatsapp | Channel::Sms => {
+            match &input.body {
+                Some(b) => check(
+                    &mut problems,
+                    "body",
+                    engine.validate(&SmsTemplate { body: b.clone() }, known),
+                ),
+                None => problems.add("body", "required", "this channel needs a body"),
+            }
+            for (field, v) in [
+                ("subject", &input.subject),
+                ("html", &input.html),
+                ("text", &input.text),
+            ] {
+                if v.is_some() {
+                    problems.add(
+                        field,
+                        "not_allowed",
+                        "only e-mail templates have this field",
+                    );
+                }
+            }
+        }
+    }
+    problems.into_result()
+}
+
+const COLUMNS: &str =
+    "id, account_id, name, channel, subject, html, text, body, created_at, updated_at";
+
+/// One template of an account.
+pub async fn get(conn: &mut AnyConnection, account_id: i64, id: i64) -> DbResult<TemplateRow> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {COLUMNS} from templates where account_id = $1 and id = $2"
+    )))
+    .bind(account_id)
+    .bind(id)
+    .fetch_one(conn)
+    .await?)
+}
+
+/// Templates of an account, by id.
+pub async fn list(conn: &mut AnyConnection, account_id: i64) -> DbResult<Vec<TemplateRow>> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {COLUMNS} from templates where account_id = $1 order by id limit 1000"
+    )))
+    .bind(account_id)
+    .fetch_all(conn)
+    .await?)
+}
+
+async fn insert(conn: &mut AnyConnection, account_id: i64, t: &TemplateInput) -> DbResult<i64> {
+    Ok(sqlx::query_scalar(
+        "insert into templates (account_id, name, channel, subject, html, text, body, created_at, updated_at) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $8) returning id",
+    )
+    .bind(account_id)
+    .bind(t.name.clone())
+    .bind(t.channel.as_str())
+    .bind(t.subject.clone())
+    .bind(t.html.clone())
+    .bind(t.text.clone())
+    .bind(t.body.clone())
+    .bind(now_ms())
+    .fetch_one(conn)
+    .await?)
+}
+
+async fn update(conn: &mut AnyConnection, id: i64, t: &TemplateInput) -> DbResult<()> {
+    sqlx::query(
+        "update templates set name = $1, subject = $2, html = $3, text = $4, body = $5, updated_at = $6 where id = $7",
+    )
+    .bind(t.name.clone())
+    .bind(t.subject.clone())
+    .bind(t.html.clone())
+    .bind(t.text.clone())
+    .bind(t.body.clone())
+    .bind(now_ms())
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+fn not_found(e: DbError) -> ApiError {
+    match e {
+        DbError::NotFound => ApiError::NotFound("template"),
+        other => other.into(),
+    }
+}
+
+/// Validates and stores a new template (API and CLI).
+pub async fn create(db: &Db, actor: &Actor, mut input: TemplateInput) -> ApiResult<TemplateOut> {
+    let mut conn = db.pool().acquire().await?;
+    let known = render::known_variables(&mut conn, actor.account_id).await?;
+    drop(conn);
+    validate(&mut input, &known)?;
+    let mut tx = db.begin().await?;
+    let id = insert(&mut tx, actor.account_id, &input).await?;
+    audit::record(
+        &mut tx,
+        actor,
+        "template.create",
+        "template",
+        id,
+        audit::NONE,
+        Some(&input),
+    )
+    .await?;
+    let row = get(&mut tx, actor.account_id, id).await?;
+    tx.commit().await?;
+    Ok(row.into())
+}
+
+/// Lists templates.
+#[utoipa::path(get, path = "/templates", tag = "campaigns",
+    responses((status = 200, body = Vec<TemplateOut>)), security(("bearer" = [])))]
+pub async fn list_templates(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> ApiResult<Json<Vec<TemplateOut>>> {
+    user.require(Permission::CampaignsRun)?;
+    let mut conn = state.db.pool().acquire().await?;
+    let rows = list(&mut conn, user.account_id).await?;
+    Ok(Json(rows.into_iter().map(Into::into).collect()))
+}
+
+/// Creates a template. Every variable must be known (client fields, `cf.<key>` of a defined
+/// custom field, `link_descadastro`); unknown ones are named in a 422 on their field.
+#[utoipa::path(post, path = "/templates", tag = "campaigns", request_body = TemplateInput,
+    responses((status = 201, body = TemplateOut), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create_template(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiJson(body): ApiJson<TemplateInput>,
+) -> ApiResult<(StatusCode, Json<TemplateOut>)> {
+    user.require(Permission::CampaignsRun)?;
+    let out = create(&state.db, &user.actor(), body).await?;
+    Ok((StatusCode::CREATED, Json(out)))
+}
+
+/// One template.
+#[utoipa::path(get, path = "/templates/{id}", tag = "campaigns", params(("id" = i64, Path)),
+    responses((status = 200, body = TemplateOut), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn get_template(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<TemplateOut>> {
+    user.require(Permission::CampaignsRun)?;
+    let mut conn = state.db.pool().acquire().await?;
+    let row = get(&mut conn, user.account_id, id)
+        .await
+        .map_err(not_found)?;
+    Ok(Json(row.into()))
+}
+
+/// Changes a template (validated again as a whole). Refused (409) while a launched campaign
+/// that uses it has not ended.
+#[utoipa::path(patch, path = "/templates/{id}", tag = "campaigns", params(("id" = i64, Path)), request_body = TemplatePatch,
+    responses((status = 200, body = TemplateOut), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn update_template(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<i64>,
+    ApiJson(patch): ApiJson<TemplatePatch>,
+) -> ApiResult<Json<TemplateOut>> {
+    user.require(Permission::CampaignsRun)?;
+    let mut conn = state.db.pool().acquire().await?;
+    let before = get(&mut conn, user.account_id, id)
+        .await
+        .map_err(not_found)?;
+    // Recipients of a launched campaign are rendered when sent: its template stays as it was
+    // at launch until the campaign ends.
+    let busy: Option<i64> = sqlx::query_scalar(
+        "select id from campaigns where template_id = $1 and status in ('scheduled', 'running', 'paused') limit 1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(c) = busy {
+        return Err(ApiError::Conflict {
+            field: "id".into(),
+            message: format!(
+                "campaign {c} is sending with this template; create a new template or wait until it ends"
+            ),
+        });
+    }
+    let known = render::known_variables(&mut conn, user.account_id).await?;
+    drop(conn);
+    let mut input = TemplateInput {
+        name: patch.name.unwrap_or_else(|| before.name.clone()),
+        channel: before.channel(),
+        subject: patch.subject.or_else(|| before.subject.clone()),
+        html: patch.html.or_else(|| before.html.clone()),
+        text: patch.text.or_else(|| before.text.clone()),
+        body: patch.body.or_else(|| before.body.clone()),
+    };
+    validate(&mut input, &known)?;
+    let mut tx = state.db.begin().await?;
+    update(&mut tx, id, &input).await?;
+    let after = get(&mut tx, user.account_id, id).await?;
+    audit::record(
+        &mut tx,
+        &user.actor(),
+        "template.update",
+        "template",
+        id,
+        Some(&TemplateOut::from(before)),
+        Some(&input),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(after.into()))
+}
+
+/// Deletes a template no campaign uses.
+#[utoipa::path(delete, path = "/templates/{id}", tag = "campaigns", params(("id" = i64, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn delete_template(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<i64>,
+) -> ApiResult<StatusCode> {
+    user.require(Permission::CampaignsRun)?;
+    let mut tx = state.db.begin().await?;
+    let before = get(&mut tx, user.account_id, id).await.map_err(not_found)?;
+    let used: Option<i64> =
+        sqlx::query_scalar("select id from campaigns where template_id = $1 limit 1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if let Some(c) = used {
+        return Err(ApiError::Conflict {
+            field: "id".into(),
+            message: format!("campaign {c} uses this template"),
+        });
+    }
+    sqlx::query("delete from templates where id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    audit::record(
+        &mut tx,
+        &user.actor(),
+        "template.delete",
+        "template",
+        id,
+        Some(&TemplateOut::from(before)),
+        audit::NONE,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Body of `POST /templates/{id}/preview`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewInput {
+    /// The client whose fields fill the variables.
+    pub client_id: i64,
+}
+
+/// Renders a template for one client (its fields and custom fields as variables).
+#[utoipa::path(post, path = "/templates/{id}/preview", tag = "campaigns", params(("id" = i64, Path)), request_body = PreviewInput,
+    responses((status = 200, body = Rendered), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn preview_template(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<i64>,
+    ApiJson(body): ApiJson<PreviewInput>,
+) -> ApiResult<Json<Rendered>> {
+    user.require(Permission::CampaignsRun)?;
+    let mut conn = state.db.pool().acquire().await?;
+    let t = get(&mut conn, user.account_id, id)
+        .await
+        .map_err(not_found)?;
+    let mut clients = render::load_clients(&mut conn, user.account_id, &[body.client_id]).await?;
+    let (client, portfolio) = clients
+        .remove(&body.client_id)
+        .ok_or(ApiError::NotFound("client"))?;
+    let ctx = RenderContext {
+        client: render::client_vars(&client, portfolio, None),
+        unsubscribe_url: Some(format!(
+            "{}/api/v1/unsubscribe/preview",
+            super::public_url(&state.config)
+        )),
+        ..Default::default()
+    };
+    let content = render::render(&TemplateEngine::default(), &t, &ctx)
+        .map_err(|e| ApiError::field("client_id", "render_failed", e.to_string()))?;
+    Ok(Json(Rendered::from(&content)))
+}
