@@ -12,6 +12,7 @@ use rand::{Rng, SeedableRng};
 use crate::config::Config;
 use crate::crm::clients::{ClientStatus, build_search_text};
 use crate::db::{Backend, Db};
+use crate::demo::{FIRST, LAST};
 
 /// `farol bench` subcommands.
 #[derive(Debug, Subcommand)]
@@ -96,62 +97,6 @@ pub async fn run(config: Config, command: BenchCommand) -> anyhow::Result<()> {
     }
 }
 
-const FIRST: &[&str] = &[
-    "Ana",
-    "Maria",
-    "João",
-    "José",
-    "Francisco",
-    "Antônio",
-    "Carlos",
-    "Paulo",
-    "Pedro",
-    "Lucas",
-    "Luíza",
-    "Gabriel",
-    "Rafael",
-    "Juliana",
-    "Mariana",
-    "Fernanda",
-    "Patrícia",
-    "Aline",
-    "Camila",
-    "Letícia",
-    "Beatriz",
-    "Conceição",
-    "Sebastião",
-    "Raimundo",
-    "Thiago",
-    "Vitória",
-];
-const LAST: &[&str] = &[
-    "Silva",
-    "Santos",
-    "Oliveira",
-    "Souza",
-    "Rodrigues",
-    "Ferreira",
-    "Alves",
-    "Pereira",
-    "Lima",
-    "Gomes",
-    "Costa",
-    "Ribeiro",
-    "Martins",
-    "Carvalho",
-    "Araújo",
-    "Melo",
-    "Barbosa",
-    "Cardoso",
-    "Rocha",
-    "Dias",
-    "Nascimento",
-    "Andrade",
-    "Moreira",
-    "Nunes",
-    "Marques",
-    "Machado",
-];
 const CITIES: &[(&str, &str)] = &[
     ("São Paulo", "11"),
     ("Campinas", "19"),

@@ -21,7 +21,8 @@ use crate::state::AppState;
 /// Password of the demo users (printed by `farol demo`).
 pub const DEMO_PASSWORD: &str = "farol-demo-2026";
 
-const FIRST: &[&str] = &[
+/// First names (pt-BR), shared with the benchmark generators.
+pub(crate) const FIRST: &[&str] = &[
     "Ana",
     "Maria",
     "João",
@@ -65,7 +66,8 @@ const FIRST: &[&str] = &[
     "Cláudia",
     "Márcia",
 ];
-const LAST: &[&str] = &[
+/// Family names (pt-BR), shared with the benchmark generators.
+pub(crate) const LAST: &[&str] = &[
     "Silva",
     "Santos",
     "Oliveira",

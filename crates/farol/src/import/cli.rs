@@ -114,7 +114,7 @@ pub async fn run(config: Config, args: ImportArgs) -> anyhow::Result<()> {
         bar
     });
     let opts = RunOptions {
-        batch_rows: config.import.batch_rows,
+        batch_rows: config.import.batch_rows_for(db.backend()),
         lease,
     };
     let observer = |s: &pipeline::Snapshot| {

@@ -84,6 +84,9 @@ pub struct Candidate {
     pub custom: Vec<(String, StoredValue)>,
     /// Stable hash of all of the above but the row number: equal hashes mean an unchanged row.
     pub hash: i64,
+    /// The search text of a client made from this row alone (computed here, on all cores,
+    /// rather than in the single writer).
+    pub search_text: String,
 }
 
 /// The verdict on one row.
@@ -317,6 +320,15 @@ pub fn normalize(record: &Record, ctx: &RowContext) -> RowOutcome {
         c.portfolio.clone_from(&ctx.default_portfolio);
     }
     c.hash = hash(&c);
+    c.search_text = crate::crm::clients::build_search_text(
+        &c.name,
+        c.legal_name.as_deref(),
+        c.cpf_cnpj.as_deref(),
+        c.phones
+            .iter()
+            .map(|p| ("phone", p.as_str()))
+            .chain(c.emails.iter().map(|e| ("email", e.as_str()))),
+    );
     RowOutcome::Valid(Box::new(c), problems)
 }
 

@@ -25,7 +25,7 @@ pub fn spawn(
         .map(|i| {
             let owner = format!("worker-{}-{i}", uuid::Uuid::new_v4().simple());
             let opts = RunOptions {
-                batch_rows: config.batch_rows,
+                batch_rows: config.batch_rows_for(db.backend()),
                 lease: Duration::from_secs(config.lease_secs.max(1)),
             };
             tokio::spawn(work(db.clone(), owner, opts, stop.clone(), wake.clone()))

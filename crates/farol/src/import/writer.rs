@@ -132,6 +132,8 @@ struct State {
     source_row_hash: Option<i64>,
     /// Row number that created it (pending clients), for duplicate messages.
     first_row: u64,
+    /// Search text computed with the row, while no later row changed the client.
+    search_text: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -283,6 +285,7 @@ pub async fn write_batch(
                 source_import_id: Some(meta.import_id),
                 source_row_hash: Some(row.hash),
                 first_row: row.row,
+                search_text: (!row.search_text.is_empty()).then(|| row.search_text.clone()),
             };
             for k in row_keys {
                 keys.insert(k, Target::Pending(idx));
@@ -438,6 +441,9 @@ pub async fn write_batch(
             state.source_import_id = Some(meta.import_id);
             state.source_row_hash = Some(row.hash);
             changed = true;
+        }
+        if changed {
+            state.search_text = None;
         }
         if same_import {
             out.counts.duplicate += 1;
@@ -767,15 +773,17 @@ async fn insert_pending(
     let mut value_rows = Vec::new();
     for (s, &id) in pending.iter().zip(&ids) {
         let portfolio = portfolio_id(conn, meta.account_id, caches, &s.portfolio).await?;
-        let search = build_search_text(
-            &s.name,
-            s.legal_name.as_deref(),
-            s.cpf_cnpj.as_deref(),
-            s.phones
-                .iter()
-                .map(|p| ("phone", p.as_str()))
-                .chain(s.emails.iter().map(|e| ("email", e.as_str()))),
-        );
+        let search = s.search_text.clone().unwrap_or_else(|| {
+            build_search_text(
+                &s.name,
+                s.legal_name.as_deref(),
+                s.cpf_cnpj.as_deref(),
+                s.phones
+                    .iter()
+                    .map(|p| ("phone", p.as_str()))
+                    .chain(s.emails.iter().map(|e| ("email", e.as_str()))),
+            )
+        });
         client_rows.push(vec![
             id.into(),
             meta.account_id.into(),

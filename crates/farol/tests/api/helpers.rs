@@ -224,3 +224,16 @@ impl TestApp {
         res.body
     }
 }
+
+/// The `farol` binary with a clean environment, a data directory and (when given) a database.
+pub fn farol_bin(data_dir: &std::path::Path, database_url: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_farol"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("FAROL_DATA_DIR", data_dir)
+        .current_dir(data_dir);
+    if !database_url.is_empty() {
+        cmd.env("DATABASE_URL", database_url);
+    }
+    cmd
+}

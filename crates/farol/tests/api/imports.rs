@@ -2,14 +2,14 @@
 //! imports, cancellation, reports — through the API — and `farol import` with a kill -9 in the
 //! middle and a resume.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app, spawn_with, test_config};
+use crate::helpers::{TestApp, farol_bin, spawn_app, spawn_with, test_config};
 
 const MESSY: &str = "Nome;CPF/CNPJ;Celular;E-mail;Situação;Carteira;Tags\n\
 Maria  da Silva;529.982.247-25;(11) 8765-4321;Maria@Example.com;Ativo;Varejo;vip,pme\n\
@@ -647,25 +647,13 @@ async fn presets_feed_the_mapping_and_only_import_roles_may_import() {
     assert_eq!(list.body.as_array().unwrap().len(), 1);
 }
 
-fn farol_cli(data_dir: &std::path::Path, database_url: &str) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_farol"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("FAROL_DATA_DIR", data_dir)
-        .current_dir(data_dir);
-    if !database_url.is_empty() {
-        cmd.env("DATABASE_URL", database_url);
-    }
-    cmd
-}
-
 #[tokio::test]
 async fn farol_import_killed_mid_file_resumes_without_losing_or_doubling_a_client() {
     // Reference: the same file imported without interruption.
     let (ref_config, ref_dir) = test_config().await;
     let (config, dir) = test_config().await;
     let file = dir.path().join("clientes.csv");
-    let out = farol_cli(dir.path(), "")
+    let out = farol_bin(dir.path(), "")
         .args(["bench", "gen-clients", "20000", "--seed", "7", "-o"])
         .arg(&file)
         .output()
@@ -676,7 +664,7 @@ async fn farol_import_killed_mid_file_resumes_without_losing_or_doubling_a_clien
         String::from_utf8_lossy(&out.stderr)
     );
     let ref_url = ref_config.database.url.expose_secret().to_owned();
-    let out = farol_cli(ref_dir.path(), &ref_url)
+    let out = farol_bin(ref_dir.path(), &ref_url)
         .args(["import", "--json"])
         .arg(&file)
         .output()
@@ -695,7 +683,7 @@ async fn farol_import_killed_mid_file_resumes_without_losing_or_doubling_a_clien
     );
 
     let url = config.database.url.expose_secret().to_owned();
-    let mut child = farol_cli(dir.path(), &url)
+    let mut child = farol_bin(dir.path(), &url)
         .env("FAROL_IMPORT__BATCH_ROWS", "250")
         .env("FAROL_IMPORT__LEASE_SECS", "1")
         .args(["import", "--json"])
@@ -743,7 +731,7 @@ async fn farol_import_killed_mid_file_resumes_without_losing_or_doubling_a_clien
 
     // Resuming right away is refused (the lease is still held); after it expires, it works.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let out = farol_cli(dir.path(), &url)
+    let out = farol_bin(dir.path(), &url)
         .args(["import", "--json", "--resume", "1"])
         .output()
         .unwrap();
@@ -777,7 +765,7 @@ async fn farol_import_killed_mid_file_resumes_without_losing_or_doubling_a_clien
     assert_eq!(contacts, ref_contacts);
 
     // The export has every client with normalized contacts.
-    let out = farol_cli(dir.path(), &url)
+    let out = farol_bin(dir.path(), &url)
         .args(["clients", "export"])
         .output()
         .unwrap();
@@ -794,7 +782,7 @@ async fn farol_import_killed_mid_file_resumes_without_losing_or_doubling_a_clien
 fn farol_import_names_a_bad_mapping_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("a.csv"), "Nome;Fone\nAna;11987654321\n").unwrap();
-    let out = farol_cli(dir.path(), "")
+    let out = farol_bin(dir.path(), "")
         .args(["import", "a.csv", "--map", "Telefone=phone"])
         .output()
         .unwrap();
@@ -804,7 +792,7 @@ fn farol_import_names_a_bad_mapping_and_writes_nothing() {
         err.contains("a.csv") && err.contains("unknown column \"Telefone\""),
         "{err}"
     );
-    let out = farol_cli(dir.path(), "")
+    let out = farol_bin(dir.path(), "")
         .args([
             "import",
             "a.csv",
@@ -854,7 +842,7 @@ fn farol_import_reads_several_files_including_a_named_xlsx_sheet_in_one_job() {
     ws.write_number(2, 1, 11987654321.0).unwrap();
     wb.save(dir.path().join("b.xlsx")).unwrap();
 
-    let out = farol_cli(dir.path(), "")
+    let out = farol_bin(dir.path(), "")
         .args(["import", "a.csv", "b.xlsx", "--sheet", "Clientes", "--json"])
         .output()
         .unwrap();
@@ -881,7 +869,7 @@ fn farol_import_reads_several_files_including_a_named_xlsx_sheet_in_one_job() {
         .map(|f| f["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["a.csv", "b.xlsx"]);
-    let out = farol_cli(dir.path(), "")
+    let out = farol_bin(dir.path(), "")
         .args(["clients", "export"])
         .output()
         .unwrap();
@@ -890,7 +878,7 @@ fn farol_import_reads_several_files_including_a_named_xlsx_sheet_in_one_job() {
     assert!(text.contains("+5521987654321,bruno@example.com"), "{text}");
 
     // A sheet that does not exist is named, with the ones that do.
-    let out = farol_cli(dir.path(), "")
+    let out = farol_bin(dir.path(), "")
         .args(["import", "b.xlsx", "--sheet", "Vendas"])
         .output()
         .unwrap();

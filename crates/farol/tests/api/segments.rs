@@ -10,22 +10,10 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app, spawn_with, test_config};
-
-fn farol(dir: &Path, database_url: &str) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_farol"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("FAROL_DATA_DIR", dir)
-        .current_dir(dir);
-    if !database_url.is_empty() {
-        cmd.env("DATABASE_URL", database_url);
-    }
-    cmd
-}
+use crate::helpers::{TestApp, farol_bin, spawn_app, spawn_with, test_config};
 
 fn lake(dir: &Path, users: usize) {
-    let out = farol(dir, "")
+    let out = farol_bin(dir, "")
         .args([
             "bench",
             "gen-transactions",
@@ -272,7 +260,7 @@ async fn farol_segment_run_and_export_write_the_final_union_table() {
     let (config, dir) = test_config().await;
     lake(dir.path(), 300);
     let url = secrecy::ExposeSecret::expose_secret(&config.database.url).to_owned();
-    let out = farol(dir.path(), &url)
+    let out = farol_bin(dir.path(), &url)
         .args([
             "segment",
             "run",
@@ -300,7 +288,7 @@ async fn farol_segment_run_and_export_write_the_final_union_table() {
         "{summary}"
     );
 
-    let out = farol(dir.path(), &url)
+    let out = farol_bin(dir.path(), &url)
         .args(["segment", "export", "--format", "csv"])
         .output()
         .unwrap();
@@ -334,7 +322,7 @@ async fn farol_segment_run_and_export_write_the_final_union_table() {
 
     // The same table as Parquet, typed.
     let file = dir.path().join("segments.parquet");
-    let out = farol(dir.path(), &url)
+    let out = farol_bin(dir.path(), &url)
         .args(["segment", "export", "--format", "parquet", "--output"])
         .arg(&file)
         .output()
@@ -462,7 +450,7 @@ async fn a_run_reads_an_s3_compatible_lake_and_later_runs_fetch_only_new_objects
         .unwrap();
     let url = secrecy::ExposeSecret::expose_secret(&config.database.url).to_owned();
     let run = |json: bool| {
-        let mut cmd = farol(dir.path(), &url);
+        let mut cmd = farol_bin(dir.path(), &url);
         cmd.env("FAROL_SEGMENT__S3_ENDPOINT", &s3.endpoint)
             .env("FAROL_SEGMENT__S3_ACCESS_KEY_ID", "test")
             .env("FAROL_SEGMENT__S3_SECRET_ACCESS_KEY", "test")
@@ -519,7 +507,7 @@ async fn a_run_reads_an_s3_compatible_lake_and_later_runs_fetch_only_new_objects
     );
 
     // A missing bucket is an error naming it.
-    let out = farol(dir.path(), &url)
+    let out = farol_bin(dir.path(), &url)
         .env("FAROL_SEGMENT__S3_ENDPOINT", &s3.endpoint)
         .args(["segment", "run", "--transactions", "s3://nope/tx/"])
         .output()
