@@ -889,3 +889,135 @@ fn farol_import_reads_several_files_including_a_named_xlsx_sheet_in_one_job() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_serve_killed_mid_import_resumes_it_after_a_restart() {
+    let (ref_config, ref_dir) = test_config().await;
+    let (config, dir) = test_config().await;
+    let file = dir.path().join("carteira.csv");
+    let out = farol_bin(dir.path(), "")
+        .args(["bench", "gen-clients", "15000", "--seed", "11", "-o"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ref_url = secrecy::ExposeSecret::expose_secret(&ref_config.database.url).to_owned();
+    let out = farol_bin(ref_dir.path(), &ref_url)
+        .args(["import", "--json"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reference: Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    // Queue the import directly (as the upload API would once every byte is in).
+    let url = secrecy::ExposeSecret::expose_secret(&config.database.url).to_owned();
+    let db = farol::db::Db::connect(&config.database_url(), 2)
+        .await
+        .unwrap();
+    db.migrate().await.unwrap();
+    let mut tx = db.begin().await.unwrap();
+    let id = farol::import::store::create(
+        &mut tx,
+        1,
+        None,
+        farol::import::store::Status::Queued,
+        farol::import::writer::Dedupe::KeepFirst,
+        &Default::default(),
+        &[farol::import::store::NewFile {
+            name: "carteira.csv".into(),
+            path: file.display().to_string(),
+            size: None,
+        }],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    let serve = || {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        farol_bin(dir.path(), &url)
+            .env("FAROL_LISTEN", format!("127.0.0.1:{port}"))
+            .env("FAROL_IMPORT__BATCH_ROWS", "250")
+            .env("FAROL_IMPORT__LEASE_SECS", "1")
+            .arg("serve")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let progress = |db: farol::db::Db| async move {
+        sqlx::query_as::<_, (String, i64)>(
+            "select status, rows_imported from imports where id = $1",
+        )
+        .bind(id)
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
+    };
+    let mut server = serve();
+    let start = Instant::now();
+    while progress(db.clone()).await.1 < 2000 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the worker made no progress"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.kill().unwrap(); // SIGKILL mid-import
+    server.wait().unwrap();
+    let (status, imported) = progress(db.clone()).await;
+    assert_eq!(status, "running");
+    let stored: i64 = sqlx::query_scalar("select count(*) from clients")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(stored, imported, "committed batches and counters agree");
+
+    // A new process takes the import over once the dead worker's lease expires.
+    let mut server = serve();
+    let start = Instant::now();
+    while progress(db.clone()).await.0 != "completed" {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the import was not resumed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let row = farol::import::store::get_any(&mut db.pool().acquire().await.unwrap(), id)
+        .await
+        .unwrap();
+    let counts = serde_json::to_value(farol::import::store::Counters::of(&row)).unwrap();
+    assert_eq!(
+        counts, reference["counts"],
+        "same counts as an uninterrupted import"
+    );
+    let stored: i64 = sqlx::query_scalar("select count(*) from clients")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(stored, reference["counts"]["imported"].as_i64().unwrap());
+    let attempts: i64 = sqlx::query_scalar("select attempts from imports where id = $1")
+        .bind(id)
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        attempts, 2,
+        "claimed by the first server, then taken over by the second"
+    );
+}
