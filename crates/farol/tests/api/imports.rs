@@ -647,14 +647,28 @@ async fn presets_feed_the_mapping_and_only_import_roles_may_import() {
     assert_eq!(list.body.as_array().unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn farol_import_killed_mid_file_resumes_without_losing_or_doubling_a_client() {
-    // Reference: the same file imported without interruption.
-    let (ref_config, ref_dir) = test_config().await;
-    let (config, dir) = test_config().await;
-    let file = dir.path().join("clientes.csv");
-    let out = farol_bin(dir.path(), "")
-        .args(["bench", "gen-clients", "20000", "--seed", "7", "-o"])
+/// Generates a messy file of `rows` rows in `dir` and imports it, uninterrupted, into a database
+/// of its own: the reference report a crashed-and-resumed import must end with.
+async fn generated_file_and_reference(
+    dir: &std::path::Path,
+    name: &str,
+    rows: u32,
+    seed: u32,
+) -> (
+    std::path::PathBuf,
+    Value,
+    (farol::config::Config, tempfile::TempDir),
+) {
+    let file = dir.join(name);
+    let out = farol_bin(dir, "")
+        .args([
+            "bench",
+            "gen-clients",
+            &rows.to_string(),
+            "--seed",
+            &seed.to_string(),
+            "-o",
+        ])
         .arg(&file)
         .output()
         .unwrap();
@@ -663,6 +677,7 @@ async fn farol_import_killed_mid_file_resumes_without_losing_or_doubling_a_clien
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let (ref_config, ref_dir) = test_config().await;
     let ref_url = ref_config.database.url.expose_secret().to_owned();
     let out = farol_bin(ref_dir.path(), &ref_url)
         .args(["import", "--json"])
@@ -676,6 +691,15 @@ async fn farol_import_killed_mid_file_resumes_without_losing_or_doubling_a_clien
     );
     let reference: Value = serde_json::from_slice(&out.stdout).expect("--json prints the report");
     assert_eq!(reference["status"], "completed");
+    (file, reference, (ref_config, ref_dir))
+}
+
+#[tokio::test]
+async fn farol_import_killed_mid_file_resumes_without_losing_or_doubling_a_client() {
+    // Reference: the same file imported without interruption.
+    let (config, dir) = test_config().await;
+    let (file, reference, (ref_config, _ref_dir)) =
+        generated_file_and_reference(dir.path(), "clientes.csv", 20_000, 7).await;
     assert!(
         reference["counts"]["imported"].as_i64().unwrap() > 19_000,
         "{}",
@@ -892,31 +916,9 @@ fn farol_import_reads_several_files_including_a_named_xlsx_sheet_in_one_job() {
 
 #[tokio::test]
 async fn a_serve_killed_mid_import_resumes_it_after_a_restart() {
-    let (ref_config, ref_dir) = test_config().await;
     let (config, dir) = test_config().await;
-    let file = dir.path().join("carteira.csv");
-    let out = farol_bin(dir.path(), "")
-        .args(["bench", "gen-clients", "15000", "--seed", "11", "-o"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let ref_url = secrecy::ExposeSecret::expose_secret(&ref_config.database.url).to_owned();
-    let out = farol_bin(ref_dir.path(), &ref_url)
-        .args(["import", "--json"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let reference: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (file, reference, _reference_db) =
+        generated_file_and_reference(dir.path(), "carteira.csv", 15_000, 11).await;
 
     // Queue the import directly (as the upload API would once every byte is in).
     let url = secrecy::ExposeSecret::expose_secret(&config.database.url).to_owned();
