@@ -497,33 +497,18 @@ async fn write_one(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let mut tx = db.begin().await?;
-        writer::lock_account(&mut tx, db.backend(), meta.account_id).await?;
+        let mut tx = writer::begin_batch(db, meta.account_id).await?;
         if store::cancel_requested(&mut tx, meta.import_id).await? {
             return Ok(Some(RunEnd::Cancelled));
         }
-        let mut next = base.clone();
         let outcome = match writer::write_batch(&mut tx, db.backend(), meta, caches, &valid).await {
             Ok(o) => o,
-            Err(DbError::Conflict { .. }) if attempt < 4 => {
-                // Names resolved inside the rolled-back transaction may not exist.
-                caches.forget_uncommitted();
-                continue;
-            }
+            Err(e) if writer::should_retry(&e, attempt, caches) => continue,
             Err(e) => return Err(e.into()),
         };
-        next.imported += outcome.counts.imported;
-        next.updated += outcome.counts.updated;
-        next.unchanged += outcome.counts.unchanged;
-        next.duplicates += outcome.counts.duplicate;
+        let mut next = base.clone();
         let mut batch_problems = problems.clone();
-        for (row, p) in outcome.problems {
-            if p.code != "duplicate" {
-                next.warnings += 1;
-            }
-            *next.reasons.entry(p.code.clone()).or_default() += 1;
-            batch_problems.push((row, p));
-        }
+        batch_problems.extend(next.absorb(outcome));
         batch_problems.sort_by_key(|(row, _)| *row);
         let room = (store::MAX_SAMPLES - *samples).max(0) as usize;
         batch_problems.truncate(room);

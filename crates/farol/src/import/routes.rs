@@ -311,7 +311,7 @@ pub async fn upload_offset(
 #[utoipa::path(put, path = "/imports/{id}/files/{position}", tag = "imports",
     params(("id" = i64, Path), ("position" = i64, Path), ("Upload-Offset" = i64, Header, description = "bytes already received")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
-    responses((status = 204, description = "stored; Upload-Offset has the new offset"), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)),
+    responses((status = 204, description = "stored; Upload-Offset has the new offset"), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn upload_chunk(
     State(state): State<AppState>,
@@ -332,39 +332,74 @@ pub async fn upload_chunk(
                 "send the Upload-Offset header (bytes already received; 0 for the first chunk)",
             )
         })?;
-    // One writer per file at a time: the offset check and the append happen under the
-    // database's write lock (SQLite) or a row lock (PostgreSQL).
     let file = upload_target(&state, &user, id, position).await?;
     if offset != file.received {
-        let mut h = offset_headers(file.received, file.size);
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        let body = serde_json::json!({
-            "code": "offset_mismatch",
-            "message": format!("the server has {} bytes of this file; send the chunk at that offset", file.received),
-            "fields": [],
-        });
-        return Ok((StatusCode::CONFLICT, h, body.to_string()).into_response());
+        return Ok(offset_mismatch(file.received, file.size));
     }
+    // The body goes to a file of its own first (the slow part, no lock held); then the offset
+    // is advanced with a compare-and-set in a write transaction, and the chunk is appended while
+    // that transaction holds the row: of two concurrent chunks at the same offset, exactly one
+    // lands, the other gets 409 with the new offset.
     let size = file.size.unwrap_or(i64::MAX);
     let path = PathBuf::from(&file.path);
-    let mut out = tokio::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(false)
-        .open(&path)
-        .await
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("cannot open {}: {e}", path.display())))?;
-    // Drop bytes past the offset left by a chunk that failed halfway.
-    out.set_len(offset as u64)
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
-    use tokio::io::AsyncSeekExt;
-    out.seek(std::io::SeekFrom::Start(offset as u64))
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
+    let io = |e: std::io::Error| ApiError::Internal(anyhow::anyhow!("{}: {e}", path.display()));
+    let staged = path.with_extension(format!("chunk-{}", uuid::Uuid::new_v4().simple()));
+    let written = match stage_chunk(&staged, body, offset, size, &state).await {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&staged).await;
+            return Err(e);
+        }
+    };
+    let received = offset + written;
+    let mut tx = state.db.begin().await?;
+    let landed = store::advance_upload(&mut tx, id, position, offset, received).await?;
+    if landed {
+        let appended = append_at(&path, &staged, offset).await.map_err(io);
+        if appended.is_ok() {
+            tx.commit().await?;
+        }
+        let _ = tokio::fs::remove_file(&staged).await;
+        appended?;
+    } else {
+        drop(tx);
+        let _ = tokio::fs::remove_file(&staged).await;
+        let file = upload_target(&state, &user, id, position).await?;
+        return Ok(offset_mismatch(file.received, file.size));
+    }
+    Ok((StatusCode::NO_CONTENT, offset_headers(received, file.size)).into_response())
+}
+
+fn too_large(message: String) -> ApiError {
+    ApiError::field("body", "too_large", message)
+}
+
+/// The 409 answer to a chunk at the wrong offset, with the offset the server has.
+fn offset_mismatch(received: i64, size: Option<i64>) -> Response {
+    let mut h = offset_headers(received, size);
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let body = serde_json::json!({
+        "code": "offset_mismatch",
+        "message": format!("the server has {received} bytes of this file; send the chunk at that offset"),
+        "fields": [],
+    });
+    (StatusCode::CONFLICT, h, body.to_string()).into_response()
+}
+
+/// Streams a request body into `staged`, enforcing the chunk and file size limits; returns its
+/// length.
+async fn stage_chunk(
+    staged: &std::path::Path,
+    body: Body,
+    offset: i64,
+    size: i64,
+    state: &AppState,
+) -> ApiResult<i64> {
+    let io = |e: std::io::Error| ApiError::Internal(anyhow::anyhow!("{}: {e}", staged.display()));
+    let mut out = tokio::fs::File::create(staged).await.map_err(io)?;
     let max_chunk = state.config.import.max_chunk_bytes as i64;
     let mut written: i64 = 0;
     let mut stream = body.into_data_stream();
@@ -381,24 +416,31 @@ pub async fn upload_chunk(
                 "the file was declared with {size} bytes"
             )));
         }
-        out.write_all(&chunk)
-            .await
-            .map_err(|e| ApiError::Internal(e.into()))?;
+        out.write_all(&chunk).await.map_err(io)?;
     }
-    out.sync_data()
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
-    let received = offset + written;
-    let mut conn = state.db.pool().acquire().await?;
-    store::set_received(&mut conn, id, position, received, None).await?;
-    Ok((StatusCode::NO_CONTENT, offset_headers(received, file.size)).into_response())
+    out.flush().await.map_err(io)?;
+    Ok(written)
 }
 
-fn too_large(message: String) -> ApiError {
-    ApiError::Conflict {
-        field: "body".into(),
-        message,
-    }
+/// Appends `staged` to `path` at `offset`, dropping whatever a chunk that broke halfway left
+/// past it, and syncs.
+async fn append_at(
+    path: &std::path::Path,
+    staged: &std::path::Path,
+    offset: i64,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncSeekExt;
+    let mut out = tokio::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(path)
+        .await?;
+    out.set_len(offset as u64).await?;
+    out.seek(std::io::SeekFrom::Start(offset as u64)).await?;
+    let mut chunk = tokio::fs::File::open(staged).await?;
+    tokio::io::copy(&mut chunk, &mut out).await?;
+    out.sync_data().await
 }
 
 /// Query of `POST /imports/{id}/preview`.

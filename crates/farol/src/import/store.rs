@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 use utoipa::ToSchema;
 
-use super::rows::{Problem, Severity};
+use super::rows::Problem;
 use super::writer::Dedupe;
 use crate::db::{Db, DbResult, Tx, now_ms};
 
@@ -50,11 +50,6 @@ impl Status {
             "cancelled" => Status::Cancelled,
             _ => Status::Failed,
         }
-    }
-
-    /// Whether the import has stopped for good.
-    pub fn is_final(self) -> bool {
-        matches!(self, Status::Completed | Status::Failed | Status::Cancelled)
     }
 }
 
@@ -179,8 +174,6 @@ pub struct FileRow {
     pub size: Option<i64>,
     /// Bytes received (uploads).
     pub received: i64,
-    /// SHA-256 of the content, once complete.
-    pub sha256: Option<String>,
 }
 
 /// A file to register with a new import.
@@ -284,31 +277,33 @@ pub async fn list(
 /// The files of an import, in order.
 pub async fn files(conn: &mut AnyConnection, import_id: i64) -> DbResult<Vec<FileRow>> {
     Ok(sqlx::query_as(
-        "select position, name, path, size, received, sha256 from import_files where import_id = $1 order by position",
+        "select position, name, path, size, received from import_files where import_id = $1 order by position",
     )
     .bind(import_id)
     .fetch_all(conn)
     .await?)
 }
 
-/// Records received bytes of an upload.
-pub async fn set_received(
-    conn: &mut AnyConnection,
+/// Advances an upload from `from` to `to` bytes if it still is at `from` and the import still
+/// accepts uploads (compare-and-set; the row stays locked until `tx` ends). False otherwise.
+pub async fn advance_upload(
+    tx: &mut Tx,
     import_id: i64,
     position: i64,
-    received: i64,
-    sha256: Option<String>,
-) -> DbResult<()> {
-    sqlx::query(
-        "update import_files set received = $1, sha256 = $2 where import_id = $3 and position = $4",
+    from: i64,
+    to: i64,
+) -> DbResult<bool> {
+    let r = sqlx::query(
+        "update import_files set received = $1 where import_id = $2 and position = $3 and received = $4 \
+         and exists (select 1 from imports where id = $2 and status = 'uploading')",
     )
-    .bind(received)
-    .bind(sha256)
+    .bind(to)
     .bind(import_id)
     .bind(position)
-    .execute(conn)
+    .bind(from)
+    .execute(&mut **tx)
     .await?;
-    Ok(())
+    Ok(r.rows_affected() == 1)
 }
 
 /// Moves an import to `to` if it is in one of `from`; false when it was not.
@@ -465,6 +460,22 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Adds a written batch's outcome and returns its problems (for the samples). Rows that
+    /// matched another client count as duplicates, not warnings.
+    pub fn absorb(&mut self, outcome: super::writer::BatchOutcome) -> Vec<(u64, Problem)> {
+        self.imported += outcome.counts.imported;
+        self.updated += outcome.counts.updated;
+        self.unchanged += outcome.counts.unchanged;
+        self.duplicates += outcome.counts.duplicate;
+        for (_, p) in &outcome.problems {
+            if p.code != "duplicate" {
+                self.warnings += 1;
+            }
+            *self.reasons.entry(p.code.clone()).or_default() += 1;
+        }
+        outcome.problems
+    }
+
     /// The counters stored on an import.
     pub fn of(row: &ImportRow) -> Counters {
         Counters {
@@ -628,34 +639,4 @@ pub async fn issues(conn: &mut AnyConnection, import_id: i64) -> DbResult<Vec<Is
     .bind(import_id)
     .fetch_all(conn)
     .await?)
-}
-
-/// Another import of the account whose files have the same content, completed before.
-pub async fn identical_import(
-    conn: &mut AnyConnection,
-    account_id: i64,
-    import_id: i64,
-    sha256: &str,
-) -> DbResult<Option<i64>> {
-    Ok(sqlx::query_scalar(
-        "select i.id from imports i join import_files f on f.import_id = i.id \
-         where i.account_id = $1 and i.id <> $2 and i.status = 'completed' and f.sha256 = $3 \
-         order by i.id desc limit 1",
-    )
-    .bind(account_id)
-    .bind(import_id)
-    .bind(sha256.to_owned())
-    .fetch_optional(conn)
-    .await?)
-}
-
-impl Severity {
-    /// Parses a stored name.
-    pub fn parse(s: &str) -> Severity {
-        if s == "error" {
-            Severity::Error
-        } else {
-            Severity::Warning
-        }
-    }
 }

@@ -17,7 +17,7 @@ use super::rows::{Candidate, Problem, Severity};
 use crate::crm::clients::{ClientStatus, build_search_text, refresh_search_text};
 use crate::crm::{portfolios, tags};
 use crate::db::bulk::{SqlValue, insert_rows, json_ints, json_texts};
-use crate::db::{Backend, DbResult, now_ms};
+use crate::db::{Backend, DbError, DbResult, now_ms};
 
 /// What to do with a row that matches a client already known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
@@ -184,13 +184,27 @@ fn put<T: Clone>(mode: Apply, current: &mut Option<T>, new: &Option<T>) -> bool 
     true
 }
 
+/// Begins a batch's write transaction, holding the account's import lock until it ends.
+pub async fn begin_batch(db: &crate::db::Db, account_id: i64) -> DbResult<crate::db::Tx> {
+    let mut tx = db.begin().await?;
+    lock_account(&mut tx, db.backend(), account_id).await?;
+    Ok(tx)
+}
+
+/// Whether a batch that failed with `err` on try number `attempt` should be tried again: a
+/// writer outside the import lock (an API call) took one of its keys first, and a new
+/// transaction will see it. Forgets the ids resolved inside the rolled-back transaction.
+pub fn should_retry(err: &DbError, attempt: u32, caches: &mut Caches) -> bool {
+    let retry = matches!(err, DbError::Conflict { .. }) && attempt < 4;
+    if retry {
+        caches.forget_uncommitted();
+    }
+    retry
+}
+
 /// Takes the per-account import lock for the rest of the transaction (PostgreSQL; SQLite's
 /// `begin immediate` already serializes writers).
-pub async fn lock_account(
-    conn: &mut AnyConnection,
-    backend: Backend,
-    account_id: i64,
-) -> DbResult<()> {
+async fn lock_account(conn: &mut AnyConnection, backend: Backend, account_id: i64) -> DbResult<()> {
     if backend == Backend::Sqlite {
         // Checkpoint the WAL every ~40 MB instead of every 4 MB: each checkpoint copies pages
         // back into the database file inside a commit, and bulk batches write many pages.

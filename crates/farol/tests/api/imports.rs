@@ -1023,3 +1023,43 @@ async fn a_serve_killed_mid_import_resumes_it_after_a_restart() {
         "claimed by the first server, then taken over by the second"
     );
 }
+
+#[tokio::test]
+async fn of_two_chunks_sent_at_once_for_the_same_offset_exactly_one_lands() {
+    let app = spawn_app().await;
+    let token = app.admin().await;
+    let a = "Nome;Fone\nAna;11987654321\n".as_bytes();
+    let b = "Nome;Fone\nBia;21987654321\n".as_bytes();
+    let r = app
+        .post(
+            "/api/v1/imports",
+            &token,
+            json!({"files": [{"name": "x.csv", "size": a.len()}]}),
+        )
+        .await;
+    let id = r.body["id"].as_i64().unwrap();
+    let (ra, rb) = tokio::join!(
+        put_chunk(&app, &token, id, 0, a),
+        put_chunk(&app, &token, id, 0, b)
+    );
+    let mut statuses = [ra.status().as_u16(), rb.status().as_u16()];
+    statuses.sort();
+    assert_eq!(statuses, [204, 409]);
+    let winner = if ra.status() == StatusCode::NO_CONTENT {
+        a
+    } else {
+        b
+    };
+    let r = app
+        .post(&format!("/api/v1/imports/{id}/start"), &token, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert_eq!(wait(&app, &token, id).await["counts"]["imported"], 1);
+    let name = if winner == a { "Ana" } else { "Bia" };
+    let n: i64 = sqlx::query_scalar("select count(*) from clients where name = $1")
+        .bind(name)
+        .fetch_one(app.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(n, 1, "the stored bytes are the winning chunk's");
+}
