@@ -114,9 +114,4 @@ impl SegmentCache {
         *local.versions.entry(account_id).or_default() += 1;
         local.entries.clear();
     }
-
-    /// Whether Redis backs the cache.
-    pub fn is_shared(&self) -> bool {
-        self.redis.is_some()
-    }
 }

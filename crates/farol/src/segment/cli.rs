@@ -95,47 +95,55 @@ async fn run_segmentation(config: &Config, db: &Db, args: RunArgs) -> anyhow::Re
         args.min_cluster_size,
     )
     .map_err(anyhow::Error::msg)?;
-    let pick = |given: Vec<PathBuf>, configured: &str| {
-        if given.is_empty() && !configured.is_empty() {
-            vec![PathBuf::from(configured)]
-        } else {
-            given
-        }
-    };
+    let configured = Sources::from_config(&config.segment);
     let sources = Sources {
-        transactions: pick(args.transactions, &config.segment.transactions),
-        users: pick(args.users, &config.segment.users),
+        transactions: if args.transactions.is_empty() {
+            configured.transactions
+        } else {
+            args.transactions
+        },
+        users: if args.users.is_empty() {
+            configured.users
+        } else {
+            args.users
+        },
     };
     if sources.transactions.is_empty() {
         anyhow::bail!("no transactions: pass --transactions PATH or set segment.transactions");
     }
-    let (sources, synced) =
-        super::lake::materialize_all(&config.segment, &config.data_dir, sources).await?;
-    for r in &synced {
-        if !args.json {
+    let quiet = args.json;
+    let summary = service::run(
+        db,
+        config,
+        account_id,
+        None,
+        sources,
+        params,
+        move |stage| {
+            if !quiet {
+                match stage {
+                    farol_segment::Stage::Reading(p) if p.units_done == p.units_total => {
+                        eprintln!("read {} transaction rows", p.rows_read)
+                    }
+                    farol_segment::Stage::Features => eprintln!("computing features…"),
+                    farol_segment::Stage::Clustering { k, silhouette } if k > 0 => {
+                        eprintln!("  k = {k}: silhouette {silhouette:.3}")
+                    }
+                    farol_segment::Stage::Profiling => eprintln!("profiling and naming clusters…"),
+                    _ => {}
+                }
+            }
+        },
+    )
+    .await?;
+    if !args.json {
+        for r in &summary.fetched {
             eprintln!(
                 "object store: {} objects listed, {} downloaded ({} bytes)",
                 r.listed, r.downloaded, r.bytes
             );
         }
     }
-    let quiet = args.json;
-    let summary = service::run(db, account_id, None, sources, params, move |stage| {
-        if !quiet {
-            match stage {
-                farol_segment::Stage::Reading(p) if p.units_done == p.units_total => {
-                    eprintln!("read {} transaction rows", p.rows_read)
-                }
-                farol_segment::Stage::Features => eprintln!("computing features…"),
-                farol_segment::Stage::Clustering { k, silhouette } if k > 0 => {
-                    eprintln!("  k = {k}: silhouette {silhouette:.3}")
-                }
-                farol_segment::Stage::Profiling => eprintln!("profiling and naming clusters…"),
-                _ => {}
-            }
-        }
-    })
-    .await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {

@@ -111,32 +111,22 @@ pub async fn start_run(
     };
     problems.into_result()?;
     let params = params.expect("checked");
-    let sources = Sources {
-        transactions: vec![config.transactions.clone().into()],
-        users: if config.users.is_empty() {
-            vec![]
-        } else {
-            vec![config.users.clone().into()]
-        },
-    };
+    let sources = Sources::from_config(config);
     let account_id = user.account_id;
     let id = service::create(&state.db, account_id, Some(user.id), &sources, &params).await?;
-    let db = state.db.clone();
-    let user_id = user.id;
-    let (seg_config, data_dir) = (state.config.segment.clone(), state.config.data_dir.clone());
+    let (db, app_config, user_id) = (state.db.clone(), state.config.clone(), user.id);
     tokio::spawn(async move {
-        let sources = match super::lake::materialize_all(&seg_config, &data_dir, sources).await {
-            Ok((s, _)) => s,
-            Err(e) => {
-                if let Ok(mut conn) = db.pool().acquire().await {
-                    let _ = store::fail_run(&mut conn, id, &e.to_string()).await;
-                }
-                return;
-            }
-        };
-        if let Err(e) =
-            service::execute_run(&db, account_id, Some(user_id), id, sources, params, |_| {}).await
-        {
+        let run = service::execute_run(
+            &db,
+            &app_config,
+            account_id,
+            Some(user_id),
+            id,
+            sources,
+            params,
+            |_| {},
+        );
+        if let Err(e) = run.await {
             tracing::warn!(error = %format!("{e:#}"), "segmentation failed");
         }
     });

@@ -98,17 +98,9 @@ async fn run_once(db: &Db, config: &Config) -> anyhow::Result<()> {
     }
     let params =
         super::routes::run_params(&config.segment, None, None, None).map_err(anyhow::Error::msg)?;
-    let sources = super::service::Sources {
-        transactions: vec![config.segment.transactions.clone().into()],
-        users: if config.segment.users.is_empty() {
-            vec![]
-        } else {
-            vec![config.segment.users.clone().into()]
-        },
-    };
-    let (sources, _) =
-        super::lake::materialize_all(&config.segment, &config.data_dir, sources).await?;
-    let summary = super::service::run(db, account_id, None, sources, params, |_| {}).await?;
+    let sources = super::service::Sources::from_config(&config.segment);
+    let summary =
+        super::service::run(db, config, account_id, None, sources, params, |_| {}).await?;
     tracing::info!(
         run = summary.run_id,
         clusters = summary.clusters.len(),

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::store;
 use crate::db::bulk::json_texts;
-use crate::db::{Db, DbError, now_ms};
+use crate::db::{Db, now_ms};
 use crate::import::rows::Candidate;
 use crate::import::store::{ImportOptions, NewFile, Status};
 use crate::import::writer::{self, BatchMeta, Caches, Dedupe};
@@ -22,6 +22,22 @@ pub struct Sources {
     pub transactions: Vec<PathBuf>,
     /// User files or folders.
     pub users: Vec<PathBuf>,
+}
+
+impl Sources {
+    /// The data lake configured in `[segment]`.
+    pub fn from_config(config: &crate::config::SegmentConfig) -> Sources {
+        let one = |s: &str| {
+            (!s.is_empty())
+                .then(|| PathBuf::from(s))
+                .into_iter()
+                .collect()
+        };
+        Sources {
+            transactions: one(&config.transactions),
+            users: one(&config.users),
+        }
+    }
 }
 
 /// What a finished run produced.
@@ -37,6 +53,8 @@ pub struct RunSummary {
     pub linked_clients: usize,
     /// The run's report.
     pub report: farol_segment::RunReport,
+    /// What was fetched from an object store (s3:// sources).
+    pub fetched: Vec<super::lake::SyncReport>,
 }
 
 /// One line of a run summary.
@@ -55,6 +73,7 @@ pub struct ClusterSummary {
 /// Runs a segmentation for an account. Blocking work runs on the blocking pool.
 pub async fn run(
     db: &Db,
+    config: &crate::config::Config,
     account_id: i64,
     created_by: Option<i64>,
     sources: Sources,
@@ -63,7 +82,7 @@ pub async fn run(
 ) -> anyhow::Result<RunSummary> {
     let run_id = create(db, account_id, created_by, &sources, &params).await?;
     execute_run(
-        db, account_id, created_by, run_id, sources, params, progress,
+        db, config, account_id, created_by, run_id, sources, params, progress,
     )
     .await
 }
@@ -81,9 +100,12 @@ pub async fn create(
     Ok(store::create_run(&mut conn, account_id, created_by, &stored_params).await?)
 }
 
-/// Does run `run_id`; on failure the run is marked failed with the reason.
+/// Does run `run_id`: mirrors `s3://` sources (see [`super::lake`]), then reads, clusters and
+/// stores; on failure the run is marked failed with the reason.
+#[allow(clippy::too_many_arguments)]
 pub async fn execute_run(
     db: &Db,
+    config: &crate::config::Config,
     account_id: i64,
     created_by: Option<i64>,
     run_id: i64,
@@ -91,6 +113,17 @@ pub async fn execute_run(
     params: RunParams,
     progress: impl Fn(Stage) + Send + Sync + 'static,
 ) -> anyhow::Result<RunSummary> {
+    let (sources, fetched) =
+        match super::lake::materialize_all(&config.segment, &config.data_dir, sources).await {
+            Ok(s) => s,
+            Err(e) => {
+                let mut conn = db.pool().acquire().await?;
+                store::fail_run(&mut conn, run_id, &e.to_string()).await?;
+                return Err(
+                    anyhow::Error::new(e).context(format!("segmentation run #{run_id} failed"))
+                );
+            }
+        };
     let mut conn = db.pool().acquire().await?;
     let previous = previous_clusters(&mut conn, account_id).await?;
     drop(conn);
@@ -99,7 +132,7 @@ pub async fn execute_run(
     )
     .await
     {
-        Ok(summary) => Ok(summary),
+        Ok(summary) => Ok(RunSummary { fetched, ..summary }),
         Err(e) => {
             let mut conn = db.pool().acquire().await?;
             store::fail_run(&mut conn, run_id, &format!("{e:#}")).await?;
@@ -183,6 +216,7 @@ async fn execute(
             })
             .collect(),
         report: seg.report,
+        fetched: Vec::new(),
     })
 }
 
@@ -229,6 +263,7 @@ async fn players_to_clients(
     users: &[UserRow],
 ) -> anyhow::Result<i64> {
     const FILE: &str = "data-lake:users";
+    const OWNER: &str = "segmentation";
     let mut tx = db.begin().await?;
     let import_id = crate::import::store::create(
         &mut tx,
@@ -244,6 +279,8 @@ async fn players_to_clients(
         }],
     )
     .await?;
+    // Leased to this run, so no import worker takes it.
+    crate::import::store::take_lease(&mut tx, import_id, OWNER, now_ms() + 86_400_000).await?;
     tx.commit().await?;
     let meta = BatchMeta {
         account_id,
@@ -269,44 +306,27 @@ async fn players_to_clients(
         let mut attempt = 0;
         let outcome = loop {
             attempt += 1;
-            let mut tx = db.begin().await?;
-            writer::lock_account(&mut tx, db.backend(), account_id).await?;
+            let mut tx = writer::begin_batch(db, account_id).await?;
             match writer::write_batch(&mut tx, db.backend(), &meta, &mut caches, &valid).await {
                 Ok(o) => {
                     tx.commit().await?;
                     break o;
                 }
-                Err(DbError::Conflict { .. }) if attempt < 4 => {
-                    caches.forget_uncommitted();
-                }
+                Err(e) if writer::should_retry(&e, attempt, &mut caches) => {}
                 Err(e) => return Err(e.into()),
             }
         };
-        counts.imported += outcome.counts.imported;
-        counts.updated += outcome.counts.updated;
-        counts.unchanged += outcome.counts.unchanged;
-        counts.duplicates += outcome.counts.duplicate;
-        for (_, p) in outcome.problems {
-            *counts.reasons.entry(p.code).or_default() += 1;
-        }
+        counts.absorb(outcome);
     }
-    let mut conn = db.pool().acquire().await?;
-    sqlx::query(
-        "update imports set status = 'completed', rows_read = $1, rows_imported = $2, rows_updated = $3, \
-         rows_unchanged = $4, rows_invalid = $5, rows_duplicate = $6, reasons = $7, progress_done = 1000000, \
-         started_at = $8, finished_at = $8, updated_at = $8, lease_owner = null where id = $9",
+    // The same bookkeeping as any import: counters, then completed.
+    let mut tx = db.begin().await?;
+    crate::import::store::save_progress(
+        &mut tx, import_id, OWNER, &counts, 1, 0, 1_000_000, 60_000,
     )
-    .bind(counts.rows_read as i64)
-    .bind(counts.imported as i64)
-    .bind(counts.updated as i64)
-    .bind(counts.unchanged as i64)
-    .bind(counts.invalid as i64)
-    .bind(counts.duplicates as i64)
-    .bind(serde_json::to_string(&counts.reasons)?)
-    .bind(now_ms())
-    .bind(import_id)
-    .execute(&mut *conn)
     .await?;
+    tx.commit().await?;
+    let mut conn = db.pool().acquire().await?;
+    crate::import::store::finish(&mut conn, import_id, OWNER, Status::Completed, None).await?;
     writer::tidy_search_index(&mut conn, db.backend()).await?;
     Ok(import_id)
 }
