@@ -27,16 +27,6 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
         let db = Db::connect(&config.database_url(), config.database.max_connections).await?;
         db.migrate().await?;
-        {
-            let mut conn = db.pool().acquire().await?;
-            let n = crate::segment::store::fail_abandoned(&mut conn).await?;
-            if n > 0 {
-                tracing::warn!(
-                    runs = n,
-                    "segmentation runs interrupted by the last stop marked failed"
-                );
-            }
-        }
 
         let secret = match config.auth.jwt_secret.expose_secret() {
             "" => crate::auth::load_or_create_jwt_secret(&db).await?,
@@ -94,6 +84,7 @@ impl App {
             metrics: crate::ops::metrics_handle(),
             decoy: Arc::default(),
             import_wake: Arc::default(),
+            segment_wake: Arc::default(),
             segment_cache,
             channels,
             campaign_wake: Arc::default(),
@@ -119,6 +110,13 @@ impl App {
         );
         let schedule =
             crate::segment::schedule::spawn(db.clone(), self.state.config.clone(), stop.clone());
+        let segment_wake = self.state.segment_wake.clone();
+        let segment_workers = crate::segment::worker::spawn(
+            &db,
+            &self.state.config,
+            stop.clone(),
+            segment_wake.clone(),
+        );
         let send_workers = crate::campaign::worker::spawn(
             &db,
             &self.state.channels,
@@ -139,9 +137,14 @@ impl App {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         wake.notify_waiters();
         campaign_wake.notify_waiters();
+        segment_wake.notify_waiters();
         // Send workers finish the sends in flight; claimed recipients not yet started go back
         // to the queue.
-        for w in workers.into_iter().chain(send_workers) {
+        for w in workers
+            .into_iter()
+            .chain(send_workers)
+            .chain(segment_workers)
+        {
             let _ = w.await;
         }
         if let Some(s) = schedule {

@@ -183,6 +183,21 @@ pub struct SegmentConfig {
     /// Secret access key.
     #[serde(serialize_with = "serialize_secret")]
     pub s3_secret_access_key: SecretString,
+    /// Segmentation workers in `farol serve` and `farol worker` (runs started by the API or
+    /// the schedule are queued for them); 0: none in this process.
+    pub workers: usize,
+    /// Lease of a worker on a run, renewed while it works; a run whose holder died is taken
+    /// over once it expires.
+    pub lease_secs: u64,
+    /// Times a run may be taken (first try plus take-overs) before it is failed.
+    pub max_attempts: u32,
+}
+
+impl SegmentConfig {
+    /// The lease in milliseconds.
+    pub fn lease_ms(&self) -> i64 {
+        (self.lease_secs.max(1) * 1000) as i64
+    }
 }
 
 impl Default for SegmentConfig {
@@ -198,6 +213,9 @@ impl Default for SegmentConfig {
             s3_region: "us-east-1".into(),
             s3_access_key_id: String::new(),
             s3_secret_access_key: SecretString::from(""),
+            workers: 1,
+            lease_secs: 60,
+            max_attempts: 3,
         }
     }
 }

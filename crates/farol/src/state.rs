@@ -32,6 +32,8 @@ pub struct AppState {
     pub decoy: Arc<tokio::sync::OnceCell<String>>,
     /// Wakes the import workers when an import is queued.
     pub import_wake: Arc<tokio::sync::Notify>,
+    /// Wakes the segmentation workers (a run was queued, or the process is stopping).
+    pub segment_wake: Arc<tokio::sync::Notify>,
     /// Cache of hot segmentation reads.
     pub segment_cache: crate::segment::cache::SegmentCache,
     /// Channel adapters campaigns send through.

@@ -345,8 +345,15 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
         stop.clone(),
         state.campaign_wake.clone(),
     );
+    let segment_workers = crate::segment::worker::spawn(
+        &state.db,
+        &state.config,
+        stop.clone(),
+        state.segment_wake.clone(),
+    );
     tracing::info!(
         imports = state.config.import.workers,
+        segmentations = state.config.segment.workers,
         sends = state.config.campaign.workers,
         backend = state.db.backend().name(),
         "workers running"
@@ -355,7 +362,12 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
     stop.store(true, Ordering::Relaxed);
     state.import_wake.notify_waiters();
     state.campaign_wake.notify_waiters();
-    for w in import_workers.into_iter().chain(send_workers) {
+    state.segment_wake.notify_waiters();
+    for w in import_workers
+        .into_iter()
+        .chain(send_workers)
+        .chain(segment_workers)
+    {
         let _ = w.await;
     }
     state.db.close().await;

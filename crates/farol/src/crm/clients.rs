@@ -114,10 +114,24 @@ pub struct ClientOut {
     pub custom_fields: BTreeMap<String, Value>,
     /// Phones and e-mails.
     pub contacts: Vec<ContactOut>,
+    /// The client's id in the system it came from (an import's `external_id` column, the
+    /// data lake's user id), unique within the account.
+    pub external_id: Option<String>,
+    /// Where the client was last imported from (file and import), when it came from an import.
+    pub source: Option<ClientSource>,
     /// Creation time.
     pub created_at: String,
     /// Last change.
     pub updated_at: String,
+}
+
+/// The import a client last came from.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ClientSource {
+    /// File name as uploaded (`data-lake:users` for players a segmentation brought in).
+    pub file: String,
+    /// The import job (`GET /api/v1/imports/{id}`).
+    pub import_id: Option<i64>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -132,12 +146,15 @@ struct ClientRow {
     score: i64,
     city: Option<String>,
     current_product: Option<String>,
+    external_id: Option<String>,
+    source_file: Option<String>,
+    source_import_id: Option<i64>,
     created_at: i64,
     updated_at: i64,
 }
 
 const CLIENT_COLUMNS: &str = "c.id, c.name, c.legal_name, c.cpf_cnpj, c.status, c.portfolio_id, c.category, \
-     c.score, c.city, c.current_product, c.created_at, c.updated_at";
+     c.score, c.city, c.current_product, c.external_id, c.source_file, c.source_import_id, c.created_at, c.updated_at";
 
 fn document_type(doc: &str) -> &'static str {
     if doc.len() == 11 { "cpf" } else { "cnpj" }
@@ -300,6 +317,11 @@ async fn assemble(
                 tags: tags_by.remove(&r.id).unwrap_or_default(),
                 custom_fields: fields_by.remove(&r.id).unwrap_or_default(),
                 contacts: contacts_by.remove(&r.id).unwrap_or_default(),
+                external_id: r.external_id,
+                source: r.source_file.map(|file| ClientSource {
+                    file,
+                    import_id: r.source_import_id,
+                }),
                 created_at: format_ms(r.created_at),
                 updated_at: format_ms(r.updated_at),
             };

@@ -13,6 +13,7 @@ pub mod routes;
 pub mod schedule;
 pub mod service;
 pub mod store;
+pub mod worker;
 
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;

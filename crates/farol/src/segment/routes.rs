@@ -79,7 +79,8 @@ pub fn run_params(
     Ok(params)
 }
 
-/// Starts a segmentation run (ETL + features + clustering + naming) as a background job.
+/// Queues a segmentation run (ETL + features + clustering + naming) as a durable background
+/// job: `status` is `queued` until a segmentation worker takes it.
 #[utoipa::path(post, path = "/segmentations", tag = "segments", request_body = NewRun,
     responses((status = 202, body = RunOut), (status = 422, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn start_run(
@@ -114,24 +115,11 @@ pub async fn start_run(
     let sources = Sources::from_config(config);
     let account_id = user.account_id;
     let id = service::create(&state.db, account_id, Some(user.id), &sources, &params).await?;
-    let (db, app_config, user_id) = (state.db.clone(), state.config.clone(), user.id);
-    tokio::spawn(async move {
-        let run = service::execute_run(
-            &db,
-            &app_config,
-            account_id,
-            Some(user_id),
-            id,
-            sources,
-            params,
-            |_| {},
-        );
-        if let Err(e) = run.await {
-            tracing::warn!(error = %format!("{e:#}"), "segmentation failed");
-        }
-    });
     let mut conn = state.db.pool().acquire().await?;
     let row = store::get_run(&mut conn, account_id, id).await?;
+    drop(conn);
+    // A durable job: a segmentation worker (this process's or another's) takes it.
+    state.segment_wake.notify_waiters();
     let mut tx = state.db.begin().await?;
     audit::record(
         &mut tx,

@@ -99,13 +99,8 @@ async fn run_once(db: &Db, config: &Config) -> anyhow::Result<()> {
     let params =
         super::routes::run_params(&config.segment, None, None, None).map_err(anyhow::Error::msg)?;
     let sources = super::service::Sources::from_config(&config.segment);
-    let summary =
-        super::service::run(db, config, account_id, None, sources, params, |_| {}).await?;
-    tracing::info!(
-        run = summary.run_id,
-        clusters = summary.clusters.len(),
-        "scheduled segmentation completed"
-    );
+    let id = super::service::create(db, account_id, None, &sources, &params).await?;
+    tracing::info!(run = id, "scheduled segmentation queued");
     Ok(())
 }
 

@@ -70,7 +70,9 @@ pub struct ClusterSummary {
     pub size: usize,
 }
 
-/// Runs a segmentation for an account. Blocking work runs on the blocking pool.
+/// Runs a segmentation for an account in this process (the CLI). The run is recorded
+/// under a lease this process renews while it works, so workers leave it alone — and take it
+/// over if this process dies. Blocking work runs on the blocking pool.
 pub async fn run(
     db: &Db,
     config: &crate::config::Config,
@@ -80,14 +82,26 @@ pub async fn run(
     params: RunParams,
     progress: impl Fn(Stage) + Send + Sync + 'static,
 ) -> anyhow::Result<RunSummary> {
-    let run_id = create(db, account_id, created_by, &sources, &params).await?;
+    let owner = format!("cli-{}", uuid::Uuid::new_v4().simple());
+    let lease_ms = config.segment.lease_ms();
+    let mut conn = db.pool().acquire().await?;
+    let stored_params = serde_json::json!({"run": params, "sources": sources});
+    let run_id = store::create_run(
+        &mut conn,
+        account_id,
+        created_by,
+        &stored_params,
+        Some((&owner, now_ms() + lease_ms)),
+    )
+    .await?;
+    drop(conn);
     execute_run(
-        db, config, account_id, created_by, run_id, sources, params, progress,
+        db, config, account_id, created_by, run_id, &owner, sources, params, progress,
     )
     .await
 }
 
-/// Records a new run (status `running`); [`execute_run`] does the work.
+/// Queues a run for the segmentation workers ([`super::worker`]).
 pub async fn create(
     db: &Db,
     account_id: i64,
@@ -97,11 +111,64 @@ pub async fn create(
 ) -> anyhow::Result<i64> {
     let mut conn = db.pool().acquire().await?;
     let stored_params = serde_json::json!({"run": params, "sources": sources});
-    Ok(store::create_run(&mut conn, account_id, created_by, &stored_params).await?)
+    Ok(store::create_run(&mut conn, account_id, created_by, &stored_params, None).await?)
 }
 
-/// Does run `run_id`: mirrors `s3://` sources (see [`super::lake`]), then reads, clusters and
-/// stores; on failure the run is marked failed with the reason.
+/// The parameters and sources a run was recorded with.
+pub fn stored_params(params: &str) -> anyhow::Result<(RunParams, Sources)> {
+    #[derive(Deserialize)]
+    struct Stored {
+        run: RunParams,
+        sources: Sources,
+    }
+    let stored: Stored = serde_json::from_str(params)
+        .map_err(|e| anyhow::anyhow!("the run's stored parameters do not parse: {e}"))?;
+    Ok((stored.run, stored.sources))
+}
+
+/// Renews `owner`'s lease on a run every third of the lease until dropped.
+struct Heartbeat(tokio::task::JoinHandle<()>);
+
+impl Heartbeat {
+    fn start(db: &Db, run_id: i64, owner: &str, lease_ms: i64) -> Heartbeat {
+        let (db, owner) = (db.clone(), owner.to_owned());
+        let every = std::time::Duration::from_millis((lease_ms / 3).max(100) as u64);
+        Heartbeat(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let renewed = match db.pool().acquire().await {
+                    Ok(mut conn) => {
+                        store::renew_run_lease(&mut conn, run_id, &owner, lease_ms).await
+                    }
+                    Err(e) => Err(e.into()),
+                };
+                match renewed {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(
+                            run = run_id,
+                            "segmentation run no longer held by this worker; its result will be discarded"
+                        );
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(run = run_id, error = %e, "cannot renew the segmentation run's lease")
+                    }
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Does run `run_id`, held by `owner`: mirrors `s3://` sources (see [`super::lake`]), then
+/// reads, clusters and stores; on failure the run is marked failed with the reason. The lease
+/// is renewed meanwhile; if another worker took the run over, nothing is stored.
 #[allow(clippy::too_many_arguments)]
 pub async fn execute_run(
     db: &Db,
@@ -109,16 +176,18 @@ pub async fn execute_run(
     account_id: i64,
     created_by: Option<i64>,
     run_id: i64,
+    owner: &str,
     sources: Sources,
     params: RunParams,
     progress: impl Fn(Stage) + Send + Sync + 'static,
 ) -> anyhow::Result<RunSummary> {
+    let _heartbeat = Heartbeat::start(db, run_id, owner, config.segment.lease_ms());
     let (sources, fetched) =
         match super::lake::materialize_all(&config.segment, &config.data_dir, sources).await {
             Ok(s) => s,
             Err(e) => {
                 let mut conn = db.pool().acquire().await?;
-                store::fail_run(&mut conn, run_id, &e.to_string()).await?;
+                store::fail_run(&mut conn, run_id, owner, &e.to_string()).await?;
                 return Err(
                     anyhow::Error::new(e).context(format!("segmentation run #{run_id} failed"))
                 );
@@ -128,14 +197,14 @@ pub async fn execute_run(
     let previous = previous_clusters(&mut conn, account_id).await?;
     drop(conn);
     match execute(
-        db, account_id, created_by, run_id, sources, params, previous, progress,
+        db, account_id, created_by, run_id, owner, sources, params, previous, progress,
     )
     .await
     {
         Ok(summary) => Ok(RunSummary { fetched, ..summary }),
         Err(e) => {
             let mut conn = db.pool().acquire().await?;
-            store::fail_run(&mut conn, run_id, &format!("{e:#}")).await?;
+            store::fail_run(&mut conn, run_id, owner, &format!("{e:#}")).await?;
             Err(e.context(format!("segmentation run #{run_id} failed")))
         }
     }
@@ -169,6 +238,7 @@ async fn execute(
     account_id: i64,
     created_by: Option<i64>,
     run_id: i64,
+    owner: &str,
     sources: Sources,
     params: RunParams,
     previous: Vec<PreviousCluster>,
@@ -194,12 +264,19 @@ async fn execute(
         &mut tx,
         db.backend(),
         run_id,
+        owner,
         account_id,
         Some(import_id),
         &seg,
         &clients,
     )
-    .await?;
+    .await
+    .map_err(|e| match e {
+        crate::db::DbError::NotFound => anyhow::anyhow!(
+            "run #{run_id} was taken over by another worker (this one's lease expired); this result is discarded"
+        ),
+        e => e.into(),
+    })?;
     tx.commit().await?;
     Ok(RunSummary {
         run_id,

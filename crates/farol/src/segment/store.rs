@@ -5,7 +5,7 @@ use sqlx::AnyConnection;
 use utoipa::ToSchema;
 
 use crate::db::bulk::{SqlValue, insert_rows};
-use crate::db::{Backend, DbResult, Tx, format_ms, now_ms};
+use crate::db::{Backend, DbError, DbResult, Tx, format_ms, now_ms};
 
 /// A run as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -38,18 +38,39 @@ pub struct RunRow {
     pub created_at: i64,
     /// End.
     pub finished_at: Option<i64>,
+    /// The worker holding the run (none: queued, waiting for a worker).
+    pub lease_owner: Option<String>,
+    /// When the holder's lease expires unless renewed (epoch ms).
+    pub lease_until: Option<i64>,
+    /// Times a worker took the run.
+    pub attempts: i64,
+    /// Who started it.
+    pub created_by: Option<i64>,
 }
 
 const RUN_COLUMNS: &str = "id, account_id, status, params, report, error, active, users, clusters, import_id, \
-    window_start, window_end, created_at, finished_at";
+    window_start, window_end, created_at, finished_at, lease_owner, lease_until, attempts, created_by";
+
+impl RunRow {
+    /// The status as the API shows it: a `running` run nobody has taken yet is `queued`.
+    pub fn shown_status(&self) -> &str {
+        if self.status == "running" && self.lease_owner.is_none() {
+            "queued"
+        } else {
+            &self.status
+        }
+    }
+}
 
 /// A run, for the API.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct RunOut {
     /// Id.
     pub id: i64,
-    /// `running`, `completed` or `failed`.
+    /// `queued` (waiting for a worker), `running`, `completed` or `failed`.
     pub status: String,
+    /// Times a worker took the run (more than one: a worker died and another took over).
+    pub attempts: i64,
     /// Whether this is the account's active run (the one clusters are served from).
     pub active: bool,
     /// Players clustered.
@@ -81,7 +102,8 @@ impl From<RunRow> for RunOut {
     fn from(r: RunRow) -> Self {
         RunOut {
             id: r.id,
-            status: r.status,
+            status: r.shown_status().to_owned(),
+            attempts: r.attempts,
             active: r.active != 0,
             users: r.users,
             clusters: r.clusters,
@@ -97,22 +119,124 @@ impl From<RunRow> for RunOut {
     }
 }
 
-/// Starts a run.
+/// Records a run. With `lease` (`(owner, until)`) the caller runs it at once under that
+/// lease; without, it is queued for the segmentation workers.
 pub async fn create_run(
     conn: &mut AnyConnection,
     account_id: i64,
     created_by: Option<i64>,
     params: &serde_json::Value,
+    lease: Option<(&str, i64)>,
 ) -> DbResult<i64> {
+    let (owner, until) = match lease {
+        Some((o, u)) => (Some(o.to_owned()), Some(u)),
+        None => (None, None),
+    };
     Ok(sqlx::query_scalar(
-        "insert into segment_runs (account_id, status, params, created_by, created_at) values ($1, 'running', $2, $3, $4) returning id",
+        "insert into segment_runs (account_id, status, params, created_by, created_at, lease_owner, lease_until, attempts) \
+         values ($1, 'running', $2, $3, $4, $5, $6, $7) returning id",
     )
     .bind(account_id)
     .bind(params.to_string())
     .bind(created_by)
     .bind(now_ms())
+    .bind(owner)
+    .bind(until)
+    .bind(i64::from(lease.is_some()))
     .fetch_one(conn)
     .await?)
+}
+
+/// Claims the oldest run that is queued or whose holder's lease expired, for `owner` until
+/// `now + lease_ms`. Runs already taken `max_attempts` times are failed instead (a run that
+/// kills its worker every time must not loop forever).
+pub async fn claim_run(
+    db: &crate::db::Db,
+    owner: &str,
+    lease_ms: i64,
+    max_attempts: i64,
+) -> DbResult<Option<RunRow>> {
+    let now = now_ms();
+    let lock = match db.backend() {
+        Backend::Postgres => " for update skip locked",
+        Backend::Sqlite => "",
+    };
+    loop {
+        let mut tx = db.begin().await?;
+        let row: Option<RunRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select {RUN_COLUMNS} from segment_runs where status = 'running' \
+             and (lease_owner is null or lease_until < $1) order by id limit 1{lock}"
+        )))
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(mut row) = row else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        if row.attempts >= max_attempts {
+            let error = format!(
+                "interrupted {} times: the workers running it stopped before it finished",
+                row.attempts
+            );
+            sqlx::query(
+                "update segment_runs set status = 'failed', error = $1, finished_at = $2, lease_owner = null, lease_until = null where id = $3",
+            )
+            .bind(error)
+            .bind(now)
+            .bind(row.id)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            continue;
+        }
+        sqlx::query(
+            "update segment_runs set lease_owner = $1, lease_until = $2, attempts = attempts + 1 where id = $3",
+        )
+        .bind(owner.to_owned())
+        .bind(now + lease_ms)
+        .bind(row.id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        row.lease_owner = Some(owner.to_owned());
+        row.lease_until = Some(now + lease_ms);
+        row.attempts += 1;
+        return Ok(Some(row));
+    }
+}
+
+/// Extends `owner`'s lease on a run; false when the run is no longer its (taken over,
+/// released, finished).
+pub async fn renew_run_lease(
+    conn: &mut AnyConnection,
+    id: i64,
+    owner: &str,
+    lease_ms: i64,
+) -> DbResult<bool> {
+    Ok(sqlx::query(
+        "update segment_runs set lease_until = $1 where id = $2 and lease_owner = $3 and status = 'running'",
+    )
+    .bind(now_ms() + lease_ms)
+    .bind(id)
+    .bind(owner.to_owned())
+    .execute(conn)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+/// Puts a run `owner` holds back in the queue (graceful stop): another worker starts it over.
+pub async fn release_run(conn: &mut AnyConnection, id: i64, owner: &str) -> DbResult<()> {
+    sqlx::query(
+        "update segment_runs set lease_owner = null, lease_until = null, attempts = attempts - 1 \
+         where id = $1 and lease_owner = $2 and status = 'running'",
+    )
+    .bind(id)
+    .bind(owner.to_owned())
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// One run of an account.
@@ -136,27 +260,19 @@ pub async fn active_run(conn: &mut AnyConnection, account_id: i64) -> DbResult<O
     .await?)
 }
 
-/// Marks a run failed.
-pub async fn fail_run(conn: &mut AnyConnection, id: i64, error: &str) -> DbResult<()> {
+/// Marks a run `owner` holds failed.
+pub async fn fail_run(conn: &mut AnyConnection, id: i64, owner: &str, error: &str) -> DbResult<()> {
     sqlx::query(
-        "update segment_runs set status = 'failed', error = $1, finished_at = $2 where id = $3",
+        "update segment_runs set status = 'failed', error = $1, finished_at = $2, lease_owner = null, lease_until = null \
+         where id = $3 and lease_owner = $4 and status = 'running'",
     )
     .bind(error.to_owned())
     .bind(now_ms())
     .bind(id)
+    .bind(owner.to_owned())
     .execute(conn)
     .await?;
     Ok(())
-}
-
-/// Runs left `running` by a process that died are failed at start-up.
-pub async fn fail_abandoned(conn: &mut AnyConnection) -> DbResult<u64> {
-    Ok(sqlx::query(
-        "update segment_runs set status = 'failed', error = 'interrupted: the process running it stopped' where status = 'running'",
-    )
-    .execute(conn)
-    .await?
-    .rows_affected())
 }
 
 /// A stored cluster.
@@ -207,17 +323,32 @@ pub async fn cluster(conn: &mut AnyConnection, account_id: i64, id: i64) -> DbRe
     .await?)
 }
 
-/// Stores a finished run: clusters, members, report; makes it the active run.
+/// Stores a finished run: clusters, members, report; makes it the active run. Only while
+/// `owner` still holds it: a worker whose lease was taken over stores nothing
+/// ([`DbError::NotFound`]).
 #[allow(clippy::too_many_arguments)]
 pub async fn complete_run(
     tx: &mut Tx,
     backend: Backend,
     run_id: i64,
+    owner: &str,
     account_id: i64,
     import_id: Option<i64>,
     seg: &farol_segment::Segmentation,
     clients: &std::collections::HashMap<String, i64>,
 ) -> DbResult<()> {
+    // Locks the run's row for the transaction (a take-over waits, then finds it completed).
+    let held = sqlx::query(
+        "update segment_runs set lease_until = lease_until where id = $1 and lease_owner = $2 and status = 'running'",
+    )
+    .bind(run_id)
+    .bind(owner.to_owned())
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if held != 1 {
+        return Err(DbError::NotFound);
+    }
     let rows = seg
         .profiles
         .iter()
@@ -273,7 +404,8 @@ pub async fn complete_run(
         .await?;
     sqlx::query(
         "update segment_runs set status = 'completed', active = 1, report = $1, users = $2, clusters = $3, \
-         import_id = $4, window_start = $5, window_end = $6, finished_at = $7 where id = $8",
+         import_id = $4, window_start = $5, window_end = $6, finished_at = $7, lease_owner = null, lease_until = null \
+         where id = $8",
     )
     .bind(serde_json::to_string(&seg.report).expect("report serializes"))
     .bind(seg.features.len() as i64)

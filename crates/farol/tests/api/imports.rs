@@ -512,6 +512,12 @@ C3;Carla;31987654321;Pré\n";
     .await
     .unwrap();
     assert_eq!(source, (Some("carteira.csv".into()), Some(third)));
+    // …and the API shows it.
+    assert_eq!(ana["external_id"], "C1");
+    assert_eq!(
+        ana["source"],
+        json!({"file": "carteira.csv", "import_id": third})
+    );
 }
 
 fn many_rows(from: usize, to: usize) -> String {

@@ -39,7 +39,7 @@ async fn wait_run(app: &TestApp, token: &str, id: i64) -> Value {
     loop {
         let r = app.get(&format!("/api/v1/segmentations/{id}"), token).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-        if r.body["status"] != "running" {
+        if r.body["status"] != "running" && r.body["status"] != "queued" {
             return r.body;
         }
         assert!(start.elapsed() < Duration::from_secs(180), "run {id} stuck");
@@ -65,9 +65,10 @@ async fn a_run_clusters_planted_players_names_them_and_links_them_to_clients() {
         )
         .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
-    assert_eq!(r.body["status"], "running");
+    assert_eq!(r.body["status"], "queued", "a durable job for the workers");
     let run = wait_run(&app, &token, r.body["id"].as_i64().unwrap()).await;
     assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(run["attempts"], 1, "{run}");
     assert!(run["active"].as_bool().unwrap());
     assert_eq!(run["users"], 600);
     let quality = &run["report"]["quality"];
@@ -592,4 +593,106 @@ async fn hot_reads_are_cached_in_redis_and_a_rename_is_never_served_stale() {
         .query_async(&mut redis)
         .await
         .unwrap_or(());
+}
+
+#[tokio::test]
+async fn a_serve_killed_mid_run_lets_the_next_process_take_the_run_over() {
+    let (mut config, dir) = test_config().await;
+    lake(dir.path(), 3000);
+    config.segment.transactions = dir.path().join("lake/transactions").display().to_string();
+    config.segment.users = dir.path().join("lake/users.csv").display().to_string();
+    let url = secrecy::ExposeSecret::expose_secret(&config.database.url).to_owned();
+    let db = farol::db::Db::connect(&config.database_url(), 2)
+        .await
+        .unwrap();
+    db.migrate().await.unwrap();
+    // Queued as the API does it.
+    let sources = farol::segment::service::Sources::from_config(&config.segment);
+    let params =
+        farol::segment::routes::run_params(&config.segment, Some("kmeans"), Some(4), None).unwrap();
+    let id = farol::segment::service::create(&db, 1, None, &sources, &params)
+        .await
+        .unwrap();
+    let state = |db: farol::db::Db| async move {
+        sqlx::query_as::<_, (String, Option<String>, i64)>(
+            "select status, lease_owner, attempts from segment_runs where id = $1",
+        )
+        .bind(id)
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
+    };
+    assert_eq!(
+        state(db.clone()).await,
+        ("running".into(), None, 0),
+        "queued"
+    );
+
+    let serve = || {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        farol_bin(dir.path(), &url)
+            .env("FAROL_LISTEN", format!("127.0.0.1:{port}"))
+            .env("FAROL_SEGMENT__LEASE_SECS", "1")
+            .env("FAROL_SEGMENT__TRANSACTIONS", &config.segment.transactions)
+            .env("FAROL_SEGMENT__USERS", &config.segment.users)
+            .arg("serve")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut server = serve();
+    let start = Instant::now();
+    while state(db.clone()).await.1.is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no worker took the run"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.kill().unwrap(); // SIGKILL right after the worker took the run
+    server.wait().unwrap();
+    let (status, owner, attempts) = state(db.clone()).await;
+    assert_eq!(
+        (status.as_str(), attempts),
+        ("running", 1),
+        "killed mid-run: neither completed nor failed"
+    );
+    assert!(
+        owner.is_some(),
+        "still held by the dead worker until its lease expires"
+    );
+
+    // A new process neither fails the run at start nor leaves it: it takes it over once the
+    // dead worker's lease expires, and finishes it.
+    let mut server = serve();
+    let start = Instant::now();
+    while state(db.clone()).await.0 == "running" {
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "the run was not taken over"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let (status, owner, attempts) = state(db.clone()).await;
+    assert_eq!((status.as_str(), owner, attempts), ("completed", None, 2));
+    let (users, active): (i64, i64) =
+        sqlx::query_as("select users, active from segment_runs where id = $1")
+            .bind(id)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert_eq!((users, active), (3000, 1));
+    let members: i64 = sqlx::query_scalar("select count(*) from segment_members where run_id = $1")
+        .bind(id)
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(members, 3000, "stored once, by the worker that finished it");
 }
