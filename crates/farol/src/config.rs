@@ -246,6 +246,16 @@ pub struct CampaignConfig {
     pub breaker_failures: u32,
     /// How long an open breaker holds sends before one probe, seconds.
     pub breaker_cool_down_secs: u64,
+    /// Campaign messages per client per `frequency_window_hours`, across campaigns and
+    /// channels (0: no cap). Accounts and campaigns may override it.
+    pub frequency_cap: u64,
+    /// The rolling window of `frequency_cap`, hours.
+    pub frequency_window_hours: u64,
+    /// Audience score classes: `hot` is a score ≥ this.
+    pub score_hot_min: i64,
+    /// Audience score classes: `warm` is a score ≥ this (and below `score_hot_min`); `cold`
+    /// is below.
+    pub score_warm_min: i64,
 }
 
 impl Default for CampaignConfig {
@@ -264,6 +274,10 @@ impl Default for CampaignConfig {
             time_zone: "America/Sao_Paulo".into(),
             breaker_failures: 20,
             breaker_cool_down_secs: 30,
+            frequency_cap: 0,
+            frequency_window_hours: 24,
+            score_hot_min: 70,
+            score_warm_min: 40,
         }
     }
 }
@@ -518,6 +532,19 @@ impl Config {
         {
             return Err(ConfigError(
                 "key `campaign.batch`/`campaign.concurrency`/`campaign.lease_secs`: must be greater than 0".into(),
+            ));
+        }
+        if self.campaign.frequency_window_hours == 0 {
+            return Err(ConfigError(
+                "key `campaign.frequency_window_hours`: must be greater than 0".into(),
+            ));
+        }
+        if !(0 < self.campaign.score_warm_min
+            && self.campaign.score_warm_min < self.campaign.score_hot_min
+            && self.campaign.score_hot_min <= 100)
+        {
+            return Err(ConfigError(
+                "keys `campaign.score_warm_min`/`campaign.score_hot_min`: need 0 < warm < hot ≤ 100".into(),
             ));
         }
         if let Err(e) = crate::campaign::hours::BusinessHours::parse(
