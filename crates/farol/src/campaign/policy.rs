@@ -11,7 +11,8 @@
 //! serialized), counts the client's reservations in the window, and inserts its own only
 //! below the cap. Two workers sending to the same client therefore cannot both pass the cap.
 //! A reservation is removed when the send does not happen (failed for good, put back in the
-//! queue); a retry keeps its reservation. A client at the cap is **skipped** with reason
+//! queue); a retry keeps its reservation. Sends of campaigns without a cap are recorded in
+//! the same table when they are accepted, so they count towards the other campaigns' caps. A client at the cap is **skipped** with reason
 //! `frequency_cap` rather than deferred: the campaign completes, the results count the
 //! skipped clients, and no message arrives days later out of context.
 
@@ -88,6 +89,28 @@ pub async fn reserve(
     .await?;
     tx.commit().await?;
     Ok(Reservation::Reserved)
+}
+
+/// Counts a send towards every cap (campaigns without a cap reserve nothing beforehand, but
+/// their messages count for the others), in the transaction recording it.
+pub async fn count_sent(
+    tx: &mut crate::db::Tx,
+    account_id: i64,
+    client_id: i64,
+    recipient_id: i64,
+    now: i64,
+) -> DbResult<()> {
+    sqlx::query(
+        "insert into frequency_sends (recipient_id, account_id, client_id, at) values ($1, $2, $3, $4) \
+         on conflict do nothing",
+    )
+    .bind(recipient_id)
+    .bind(account_id)
+    .bind(client_id)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Drops the reservation of a send that did not happen.

@@ -519,6 +519,7 @@ impl Job<'_> {
                 .bind(address.to_owned())
                 .execute(&mut *tx)
                 .await?;
+                policy::count_sent(&mut tx, self.c.account_id, r.client_id, r.id, now).await?;
                 Some((
                     "campaign_message",
                     if summary.is_empty() {

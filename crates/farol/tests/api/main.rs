@@ -10,6 +10,7 @@ mod demo;
 mod helpers;
 mod imports;
 mod ops;
+mod policies;
 mod rbac;
 mod segments;
 mod tenancy;
