@@ -1,5 +1,6 @@
 -- Send-time policies (issue 6): suppression lists, frequency caps, business hours per account,
--- recurring campaigns. See docs/campaigns.md.
+-- recurring campaigns, Smartico sync of segmentation runs. See docs/campaigns.md and
+-- docs/segmentation.md.
 
 -- Who must never receive a message, whatever the audience says. `key_kind` names what `value`
 -- is: a normalized e-mail, an E.164 phone, an unmasked CPF/CNPJ, or a client id.
@@ -49,3 +50,29 @@ alter table campaigns add column skip_previous integer not null default 0;
 alter table campaigns add column parent_id integer;
 create index campaigns_next_run on campaigns(next_run_at);
 create index campaigns_parent on campaigns(parent_id, id);
+
+-- Smartico sync of segmentation runs: one row per push (the diff against the last run pushed
+-- successfully), with counts and the events Smartico rejected.
+create table smartico_syncs (
+    id integer primary key,
+    account_id integer not null references accounts(id) on delete cascade,
+    run_id integer not null references segment_runs(id) on delete cascade,
+    -- The run the diff was computed against (null: first push, every member entered).
+    base_run_id integer,
+    status text not null check (status in ('running', 'completed', 'failed')),
+    users_entered integer not null default 0,
+    users_left integer not null default 0,
+    events integer not null default 0,
+    accepted integer not null default 0,
+    duplicates integer not null default 0,
+    failed integer not null default 0,
+    users_not_found integer not null default 0,
+    requests integer not null default 0,
+    -- JSON: up to 1,000 rejected events [{eid, user_ext_id, code, message}].
+    failures text,
+    error text,
+    created_by integer,
+    started_at integer not null,
+    finished_at integer
+);
+create index smartico_syncs_run on smartico_syncs(account_id, run_id, id);

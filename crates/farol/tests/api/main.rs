@@ -13,5 +13,6 @@ mod ops;
 mod policies;
 mod rbac;
 mod segments;
+mod smartico;
 mod tenancy;
 mod users;
