@@ -617,7 +617,9 @@ impl Config {
             ));
         }
         if self.smartico.property.trim().is_empty() {
-            return Err(ConfigError("key `smartico.property`: must not be empty".into()));
+            return Err(ConfigError(
+                "key `smartico.property`: must not be empty".into(),
+            ));
         }
         if let Err(e) = crate::campaign::hours::BusinessHours::parse(
             &self.campaign.business_hours,

@@ -299,11 +299,9 @@ async fn snapshot(db: &Db, tx: &mut Tx, c: &CampaignRow) -> ApiResult<u64> {
             .iter()
             .map(|client| {
                 let (address, status, error) = match best.remove(client) {
-                    Some(Ok(a)) if previous.contains(client) => (
-                        Some(a),
-                        "skipped",
-                        Some("previous_occurrence".to_owned()),
-                    ),
+                    Some(Ok(a)) if previous.contains(client) => {
+                        (Some(a), "skipped", Some("previous_occurrence".to_owned()))
+                    }
                     Some(Ok(a)) => (Some(a), "queued", None),
                     Some(Err(reason)) => (None, "skipped", Some(reason.to_owned())),
                     None => (None, "skipped", Some("no_address".to_owned())),

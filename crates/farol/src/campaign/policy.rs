@@ -133,11 +133,14 @@ pub struct Effective {
     pub hours: Option<BusinessHours>,
 }
 
+/// Campaign cap, account cap, account hours, account time zone.
+type PolicyRow = (Option<i64>, Option<i64>, Option<String>, Option<String>);
+
 /// The campaign's frequency cap and business hours: campaign, then account settings, then
 /// `config`. Settings that no longer parse fall back to the configuration (they are checked
 /// when saved).
 pub async fn effective(db: &Db, campaign_id: i64, config: &CampaignConfig) -> DbResult<Effective> {
-    let row: Option<(Option<i64>, Option<i64>, Option<String>, Option<String>)> = sqlx::query_as(
+    let row: Option<PolicyRow> = sqlx::query_as(
         "select c.frequency_cap, s.frequency_cap, s.business_hours, s.time_zone from campaigns c \
          left join campaign_settings s on s.account_id = c.account_id where c.id = $1",
     )
@@ -217,7 +220,9 @@ async fn read(db: &Db, account_id: i64, config: &CampaignConfig) -> DbResult<Cam
     };
     Ok(CampaignSettings {
         effective: EffectiveSettings {
-            business_hours: hours.clone().unwrap_or_else(|| config.business_hours.clone()),
+            business_hours: hours
+                .clone()
+                .unwrap_or_else(|| config.business_hours.clone()),
             time_zone: tz.clone().unwrap_or_else(|| config.time_zone.clone()),
             frequency_cap: cap.unwrap_or(config.frequency_cap as i64),
             frequency_window_hours: config.frequency_window_hours.max(1),

@@ -51,11 +51,18 @@ pub fn check(
     let cron = cron.map(str::trim).filter(|c| !c.is_empty());
     let Some(expr) = cron else {
         if tz.is_some_and(|t| !t.trim().is_empty()) {
-            problems.add("time_zone", "requires_cron", "time_zone applies to recurring campaigns (give cron)");
+            problems.add(
+                "time_zone",
+                "requires_cron",
+                "time_zone applies to recurring campaigns (give cron)",
+            );
         }
         return None;
     };
-    let tz_name = tz.map(str::trim).filter(|t| !t.is_empty()).unwrap_or(default_tz);
+    let tz_name = tz
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .unwrap_or(default_tz);
     let zone = match jiff::tz::TimeZone::get(tz_name) {
         Ok(z) => z,
         Err(_) => {
@@ -71,7 +78,11 @@ pub fn check(
         Err(e) => problems.add("cron", "invalid_cron", e),
         Ok(c) => {
             if next_after(&c, &zone, now_ms()).is_none() {
-                problems.add("cron", "never_fires", format!("`{expr}` does not fire within a year"));
+                problems.add(
+                    "cron",
+                    "never_fires",
+                    format!("`{expr}` does not fire within a year"),
+                );
             } else {
                 return Some((expr.to_owned(), tz_name.to_owned()));
             }
@@ -88,7 +99,11 @@ fn next_of(c: &CampaignRow, after_ms: i64) -> Option<i64> {
 
 /// Launches a recurrence: it waits, `scheduled`, for its first cron time at or after
 /// `not_before` (epoch ms; now when absent). No recipients are fixed yet.
-pub async fn launch(tx: &mut Tx, c: &CampaignRow, not_before: Option<i64>) -> DbResult<Option<i64>> {
+pub async fn launch(
+    tx: &mut Tx,
+    c: &CampaignRow,
+    not_before: Option<i64>,
+) -> DbResult<Option<i64>> {
     let now = now_ms();
     let from = not_before.unwrap_or(now).max(now) - 60_000;
     let next = next_of(c, from);
@@ -269,8 +284,13 @@ mod tests {
         assert!(check(&mut p, Some("0 0 30 2 *"), None, "UTC").is_none());
         assert!(check(&mut p, None, Some("UTC"), "UTC").is_none());
         let err = p.into_result().unwrap_err();
-        let crate::api::ApiError::Validation(fields) = err else { panic!() };
-        let codes: Vec<_> = fields.iter().map(|f| (f.field.as_str(), f.code.as_str())).collect();
+        let crate::api::ApiError::Validation(fields) = err else {
+            panic!()
+        };
+        let codes: Vec<_> = fields
+            .iter()
+            .map(|f| (f.field.as_str(), f.code.as_str()))
+            .collect();
         assert_eq!(
             codes,
             [
@@ -282,7 +302,12 @@ mod tests {
         );
         let mut p = Problems::default();
         assert_eq!(
-            check(&mut p, Some(" 0 9 * * 1-5 "), Some("America/Sao_Paulo"), "UTC"),
+            check(
+                &mut p,
+                Some(" 0 9 * * 1-5 "),
+                Some("America/Sao_Paulo"),
+                "UTC"
+            ),
             Some(("0 9 * * 1-5".into(), "America/Sao_Paulo".into()))
         );
     }

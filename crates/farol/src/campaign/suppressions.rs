@@ -50,13 +50,15 @@ impl Kind {
 
     /// Parses a stored or user-given name.
     pub fn parse(s: &str) -> Option<Kind> {
-        Some(match s.trim().to_ascii_lowercase().replace('-', "_").as_str() {
-            "self_exclusion" => Kind::SelfExclusion,
-            "hard_bounce" => Kind::HardBounce,
-            "complaint" => Kind::Complaint,
-            "do_not_contact" => Kind::DoNotContact,
-            _ => return None,
-        })
+        Some(
+            match s.trim().to_ascii_lowercase().replace('-', "_").as_str() {
+                "self_exclusion" => Kind::SelfExclusion,
+                "hard_bounce" => Kind::HardBounce,
+                "complaint" => Kind::Complaint,
+                "do_not_contact" => Kind::DoNotContact,
+                _ => return None,
+            },
+        )
     }
 }
 
@@ -393,7 +395,11 @@ pub async fn create_suppression(
         .map(|r| r.trim().to_owned())
         .filter(|r| !r.is_empty());
     if reason.as_ref().is_some_and(|r| r.chars().count() > 500) {
-        problems.add("reason", "too_long", "reason must have at most 500 characters");
+        problems.add(
+            "reason",
+            "too_long",
+            "reason must have at most 500 characters",
+        );
     }
     if let Some((KeyKind::ClientId, v)) = &key {
         let exists: Option<i64> =
@@ -516,7 +522,10 @@ enum Column {
 }
 
 fn column(name: &str) -> Column {
-    match farol_normalize::fold(name.trim()).replace([' ', '-'], "_").as_str() {
+    match farol_normalize::fold(name.trim())
+        .replace([' ', '-'], "_")
+        .as_str()
+    {
         "email" | "e_mail" => Column::Key(KeyKind::Email),
         "phone" | "telefone" | "celular" | "whatsapp" => Column::Key(KeyKind::Phone),
         "cpf_cnpj" | "cpf" | "cnpj" | "documento" | "document" => Column::Key(KeyKind::CpfCnpj),
@@ -568,7 +577,13 @@ pub async fn import_csv(
         .from_reader(text.as_bytes());
     let headers = reader
         .headers()
-        .map_err(|e| ApiError::field("file", "invalid_csv", format!("cannot read the header: {e}")))?
+        .map_err(|e| {
+            ApiError::field(
+                "file",
+                "invalid_csv",
+                format!("cannot read the header: {e}"),
+            )
+        })?
         .clone();
     let columns: Vec<Column> = headers.iter().map(column).collect();
     if !columns.iter().any(|c| matches!(c, Column::Key(_))) {
@@ -651,7 +666,10 @@ pub async fn import_csv(
                 let mut p = Problems::default();
                 let ch = check_channel(&mut p, "channel", Some(c));
                 if !p.is_empty() {
-                    let col = columns.iter().position(|c| *c == Column::Channel).unwrap_or(0);
+                    let col = columns
+                        .iter()
+                        .position(|c| *c == Column::Channel)
+                        .unwrap_or(0);
                     report.invalid.push(bad(
                         col,
                         "invalid_channel",
@@ -769,7 +787,9 @@ pub async fn import_csv(
     let mut by_kind: BTreeMap<&str, u64> = BTreeMap::new();
     for r in &rows {
         if let SqlValue::Text(Some(k)) = &r[3] {
-            *by_kind.entry(Kind::parse(k).map_or("other", Kind::as_str)).or_default() += 1;
+            *by_kind
+                .entry(Kind::parse(k).map_or("other", Kind::as_str))
+                .or_default() += 1;
         }
     }
     audit::record(
@@ -871,7 +891,10 @@ pub struct ImportArgs {
 }
 
 /// Runs `farol suppressions …`.
-pub async fn run(config: crate::config::Config, command: SuppressionsCommand) -> anyhow::Result<()> {
+pub async fn run(
+    config: crate::config::Config,
+    command: SuppressionsCommand,
+) -> anyhow::Result<()> {
     let SuppressionsCommand::Import(args) = command;
     let data = std::fs::read(&args.file)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.file.display()))?;

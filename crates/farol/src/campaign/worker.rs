@@ -53,7 +53,6 @@ fn open_now(hours: &Option<BusinessHours>) -> bool {
 }
 
 impl Sender {
-
     /// Workers' shared state for `config`, sending through `channels`.
     pub fn new(db: Db, channels: Channels, config: &Config) -> Sender {
         let c = &config.campaign;
@@ -263,11 +262,7 @@ const STATUS_TTL: Duration = Duration::from_millis(250);
 
 impl Job<'_> {
     /// Why the contact must not receive the message now, if it must not.
-    async fn suppressed(
-        &self,
-        client_id: i64,
-        address: &str,
-    ) -> anyhow::Result<Option<String>> {
+    async fn suppressed(&self, client_id: i64, address: &str) -> anyhow::Result<Option<String>> {
         let kind = if self.channel_name == Channel::Email {
             "email"
         } else {

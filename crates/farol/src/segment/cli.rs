@@ -245,7 +245,10 @@ async fn export_smartico(config: &Config, db: &Db, args: ExportArgs) -> anyhow::
         None => Box::new(std::io::stdout().lock()),
     };
     let n = super::smartico::write_csv(db, &config.smartico, run.id, out).await?;
-    eprintln!("exported {n} players of segmentation #{} for Smartico", run.id);
+    eprintln!(
+        "exported {n} players of segmentation #{} for Smartico",
+        run.id
+    );
     Ok(())
 }
 

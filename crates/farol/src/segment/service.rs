@@ -136,7 +136,8 @@ pub async fn execute_run(
             if config.smartico.enabled {
                 // The run is stored; a failed push is recorded in its sync and retried by hand.
                 let actor = crate::audit::Actor::system(account_id, "segment");
-                if let Err(e) = super::smartico::sync_run(db, &config.smartico, &actor, run_id).await
+                if let Err(e) =
+                    super::smartico::sync_run(db, &config.smartico, &actor, run_id).await
                 {
                     tracing::warn!(run = run_id, error = %e, "cannot push the run to Smartico");
                 }

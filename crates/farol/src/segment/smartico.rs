@@ -234,7 +234,10 @@ pub async fn sync_run(
     if run.status != "completed" {
         return Err(ApiError::Conflict {
             field: "status".into(),
-            message: format!("segmentation #{run_id} is {}; only completed runs are pushed", run.status),
+            message: format!(
+                "segmentation #{run_id} is {}; only completed runs are pushed",
+                run.status
+            ),
         });
     }
     let base: Option<i64> = sqlx::query_scalar(
@@ -368,7 +371,13 @@ pub async fn sync_run(
     .await?;
     tx.commit().await?;
     match &error {
-        None => tracing::info!(run = run_id, sync = id, events = n_events, users_not_found = not_found, "Smartico sync completed"),
+        None => tracing::info!(
+            run = run_id,
+            sync = id,
+            events = n_events,
+            users_not_found = not_found,
+            "Smartico sync completed"
+        ),
         Some(e) => tracing::warn!(run = run_id, sync = id, error = %e, "Smartico sync failed"),
     }
     Ok(out)

@@ -122,7 +122,12 @@ pub(crate) async fn app_with_sink(sink: &Sink) -> TestApp {
     spawn_with(config, dir).await
 }
 
-pub(crate) async fn client_with_email(app: &TestApp, token: &str, name: &str, email: &str) -> Value {
+pub(crate) async fn client_with_email(
+    app: &TestApp,
+    token: &str,
+    name: &str,
+    email: &str,
+) -> Value {
     app.client(
         token,
         json!({"name": name, "contacts": [{"kind": "email", "value": email}]}),

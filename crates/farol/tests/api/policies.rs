@@ -9,8 +9,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::campaigns::{
-    Sink, app_with_sink, campaign, client_with_email, email_template, launch, results,
-    wait_status,
+    Sink, app_with_sink, campaign, client_with_email, email_template, launch, results, wait_status,
 };
 use crate::helpers::{TestApp, farol_bin, spawn_app, spawn_with, test_config};
 
@@ -122,7 +121,12 @@ async fn suppressions_are_normalized_deduplicated_validated_deleted_and_audited(
         let res = app.post("/api/v1/suppressions", &token, body.clone()).await;
         assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
         let f = &res.body["fields"][0];
-        assert_eq!((f["field"].as_str(), f["code"].as_str()), (Some(field), Some(code)), "{body}: {:?}", res.body);
+        assert_eq!(
+            (f["field"].as_str(), f["code"].as_str()),
+            (Some(field), Some(code)),
+            "{body}: {:?}",
+            res.body
+        );
     }
     let res = app
         .post(
@@ -247,8 +251,16 @@ async fn a_csv_import_adds_valid_rows_and_names_every_invalid_value_by_row_and_c
         got,
         [
             ("client_id".into(), client.to_string(), "complaint".into()),
-            ("cpf_cnpj".into(), "52998224725".into(), "self_exclusion".into()),
-            ("email".into(), "ana@example.com".into(), "do_not_contact".into()),
+            (
+                "cpf_cnpj".into(),
+                "52998224725".into(),
+                "self_exclusion".into()
+            ),
+            (
+                "email".into(),
+                "ana@example.com".into(),
+                "do_not_contact".into()
+            ),
         ]
     );
     assert!(
@@ -273,7 +285,11 @@ async fn the_cli_imports_a_suppression_file() {
     let app = spawn_with(config, dir).await;
     let token = app.admin().await;
     let file = data_dir.join("dnc.csv");
-    std::fs::write(&file, "email,phone\nzed@example.com,\n,11 98765-4321\nbad,\n").unwrap();
+    std::fs::write(
+        &file,
+        "email,phone\nzed@example.com,\n,11 98765-4321\nbad,\n",
+    )
+    .unwrap();
     let out = farol_bin(&data_dir, &url)
         .args(["suppressions", "import"])
         .arg(&file)
@@ -315,10 +331,9 @@ async fn suppressed_clients_get_nothing_whatever_the_audience_says() {
         json!({"name": "Excluded", "cpf_cnpj": CPF, "contacts": [{"kind": "email", "value": "excluded@example.com"}]}),
     )
     .await;
-    let sms_only =
-        client_with_email(&app, &token, "SmsOnly", "smsonly@example.com").await["id"]
-            .as_i64()
-            .unwrap();
+    let sms_only = client_with_email(&app, &token, "SmsOnly", "smsonly@example.com").await["id"]
+        .as_i64()
+        .unwrap();
     let dnc = client_with_email(&app, &token, "Dnc", "dnc@example.com").await["id"]
         .as_i64()
         .unwrap();
@@ -446,7 +461,10 @@ async fn the_frequency_cap_skips_clients_already_messaged_in_the_window() {
         wait_status(&app, &token, id, "completed").await;
         sent += results(&app, &token, id).await["sent"].as_i64().unwrap();
     }
-    assert_eq!(sent, 1, "a third message fits under the cap of 3, a fourth does not");
+    assert_eq!(
+        sent, 1,
+        "a third message fits under the cap of 3, a fourth does not"
+    );
     assert_eq!(sink.to("a@example.com").len(), 3);
     let res = app
         .post(
@@ -475,17 +493,9 @@ async fn concurrent_reservations_never_pass_the_frequency_cap() {
         .map(|i| {
             let db = app.db.clone();
             tokio::spawn(async move {
-                farol::campaign::policy::reserve(
-                    &db,
-                    account,
-                    client,
-                    1000 + i,
-                    3,
-                    86_400_000,
-                    now,
-                )
-                .await
-                .unwrap()
+                farol::campaign::policy::reserve(&db, account, client, 1000 + i, 3, 86_400_000, now)
+                    .await
+                    .unwrap()
             })
         })
         .collect();
@@ -538,7 +548,10 @@ async fn business_hours_are_per_account_and_the_settings_api_validates_them() {
     };
     for (body, field) in [
         (json!({"time_zone": "Mars/Olympus"}), "time_zone"),
-        (json!({"business_hours": "mon-fry 08:00-20:00"}), "business_hours"),
+        (
+            json!({"business_hours": "mon-fry 08:00-20:00"}),
+            "business_hours",
+        ),
         (json!({"frequency_cap": 5000}), "frequency_cap"),
     ] {
         let res = put(body).await;
@@ -551,7 +564,10 @@ async fn business_hours_are_per_account_and_the_settings_api_validates_them() {
         .hour()
         + 12)
         % 24;
-    let res = put(json!({"business_hours": format!("mon-sun {hour:02}:00-{hour:02}:59"), "time_zone": "UTC"})).await;
+    let res = put(
+        json!({"business_hours": format!("mon-sun {hour:02}:00-{hour:02}:59"), "time_zone": "UTC"}),
+    )
+    .await;
     assert_eq!(res.status, StatusCode::OK, "{:?}", res.body);
     assert_eq!(res.body["time_zone"], "UTC");
     client_with_email(&app, &token, "A", "a@example.com").await;
@@ -567,7 +583,10 @@ async fn business_hours_are_per_account_and_the_settings_api_validates_them() {
     wait_status(&app, &other, id2, "completed").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let r = results(&app, &token, id).await;
-    assert_eq!((r["queued"].as_i64(), r["sent"].as_i64()), (Some(1), Some(0)));
+    assert_eq!(
+        (r["queued"].as_i64(), r["sent"].as_i64()),
+        (Some(1), Some(0))
+    );
     assert!(sink.to("a@example.com").is_empty());
     // Any time now: the queued recipient goes.
     let res = put(json!({"business_hours": ""})).await;
@@ -643,7 +662,10 @@ async fn audiences_filter_by_score_class_cluster_and_last_contact() {
     assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
 
     // Last contacted: hot on 2026-10-01, warm on 2026-11-15, the others never.
-    for (id, at) in [(hot, "2026-10-01T12:00:00Z"), (warm, "2026-11-15T12:00:00Z")] {
+    for (id, at) in [
+        (hot, "2026-10-01T12:00:00Z"),
+        (warm, "2026-11-15T12:00:00Z"),
+    ] {
         let ms = at.parse::<jiff::Timestamp>().unwrap().as_millisecond();
         sqlx::query("update contacts set last_contacted_at = $1 where client_id = $2")
             .bind(ms)
@@ -665,7 +687,12 @@ async fn audiences_filter_by_score_class_cluster_and_last_contact() {
         [cold, edge]
     );
     assert_eq!(
-        preview_ids(&app, &token, json!({"never_contacted": false, "score_class": "hot"})).await,
+        preview_ids(
+            &app,
+            &token,
+            json!({"never_contacted": false, "score_class": "hot"})
+        )
+        .await,
         [hot]
     );
     let res = app
@@ -757,7 +784,10 @@ async fn wait_occurrences(app: &TestApp, token: &str, parent: i64, n: usize) -> 
         if o.len() >= n {
             return o;
         }
-        assert!(Instant::now() < deadline, "no occurrence {n} of {parent}: {o:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no occurrence {n} of {parent}: {o:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -786,7 +816,10 @@ async fn a_recurring_campaign_launches_occurrences_with_fresh_snapshots_until_pa
     )
     .await;
     launch(&app, &token, id).await;
-    let c = app.get(&format!("/api/v1/campaigns/{id}"), &token).await.body;
+    let c = app
+        .get(&format!("/api/v1/campaigns/{id}"), &token)
+        .await
+        .body;
     assert_eq!(c["status"], "scheduled");
     assert_eq!(c["cron"], "0 9 * * 1-5");
     assert_eq!(c["skip_previous"], true);
@@ -807,7 +840,10 @@ async fn a_recurring_campaign_launches_occurrences_with_fresh_snapshots_until_pa
     assert!(o[0]["name"].as_str().unwrap().starts_with("c — "));
     wait_status(&app, &token, first, "completed").await;
     assert_eq!(results(&app, &token, first).await["sent"], 1);
-    let c = app.get(&format!("/api/v1/campaigns/{id}"), &token).await.body;
+    let c = app
+        .get(&format!("/api/v1/campaigns/{id}"), &token)
+        .await
+        .body;
     assert_eq!(c["status"], "scheduled");
     let next: jiff::Timestamp = c["next_run_at"].as_str().unwrap().parse().unwrap();
     assert!(next > jiff::Timestamp::now());
@@ -862,13 +898,34 @@ async fn the_cli_creates_a_recurring_campaign() {
     let file = data_dir.join("t.txt");
     std::fs::write(&file, "Oi {{ nome }}").unwrap();
     let out = farol_bin(&data_dir, &url)
-        .args(["campaign", "create", "--name", "semanal", "--channel", "email", "--subject", "Oi"])
+        .args([
+            "campaign",
+            "create",
+            "--name",
+            "semanal",
+            "--channel",
+            "email",
+            "--subject",
+            "Oi",
+        ])
         .arg("--template-file")
         .arg(&file)
-        .args(["--cron", "0 9 * * 1-5", "--time-zone", "America/Sao_Paulo", "--frequency-cap", "2", "--json"])
+        .args([
+            "--cron",
+            "0 9 * * 1-5",
+            "--time-zone",
+            "America/Sao_Paulo",
+            "--frequency-cap",
+            "2",
+            "--json",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let created: Value = serde_json::from_slice(&out.stdout).unwrap();
     let c = app
         .get(&format!("/api/v1/campaigns/{}", created["id"]), &token)
@@ -878,7 +935,16 @@ async fn the_cli_creates_a_recurring_campaign() {
     assert_eq!(c["time_zone"], "America/Sao_Paulo");
     assert_eq!(c["frequency_cap"], 2);
     let out = farol_bin(&data_dir, &url)
-        .args(["campaign", "create", "--name", "x", "--channel", "email", "--subject", "Oi"])
+        .args([
+            "campaign",
+            "create",
+            "--name",
+            "x",
+            "--channel",
+            "email",
+            "--subject",
+            "Oi",
+        ])
         .arg("--template-file")
         .arg(&file)
         .args(["--cron", "0 9 * * 1-5", "--time-zone", "Mars/Olympus"])

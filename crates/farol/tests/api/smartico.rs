@@ -43,7 +43,11 @@ async fn events_api(State(fake): State<Fake>, headers: HeaderMap, body: Bytes) -
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_ok()
     {
-        return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "0")], "slow down")
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", "0")],
+            "slow down",
+        )
             .into_response();
     }
     let Ok(Value::Array(events)) = serde_json::from_slice::<Value>(&body) else {
@@ -57,7 +61,9 @@ async fn events_api(State(fake): State<Fake>, headers: HeaderMap, body: Bytes) -
     let mut errors = Map::new();
     for e in &events {
         let ok = e["eid"].as_str().is_some_and(|s| !s.is_empty())
-            && e["event_date"].as_i64().is_some_and(|d| d > 1_000_000_000_000)
+            && e["event_date"]
+                .as_i64()
+                .is_some_and(|d| d > 1_000_000_000_000)
             && e["user_ext_id"].as_str().is_some_and(|s| !s.is_empty())
             && e["event_type"] == "update_profile"
             && e["payload"].is_object();
@@ -116,7 +122,12 @@ async fn account_of(app: &TestApp, token: &str) -> i64 {
 }
 
 /// A completed run with `clusters` (label, pt-BR name) and `members` (player, label).
-async fn make_run(app: &TestApp, account: i64, clusters: &[(i64, &str)], members: &[(&str, i64)]) -> i64 {
+async fn make_run(
+    app: &TestApp,
+    account: i64,
+    clusters: &[(i64, &str)],
+    members: &[(&str, i64)],
+) -> i64 {
     let run: i64 = sqlx::query_scalar(
         "insert into segment_runs (account_id, status, params, created_at) values ($1, 'completed', '{}', $2) returning id",
     )
@@ -176,7 +187,11 @@ async fn runs_push_only_the_players_who_entered_or_left_a_segment() {
     fake.unknown.lock().unwrap().insert("p5".into());
     fake.throttle.store(1, Ordering::SeqCst);
 
-    let clusters = [(0, "Alto valor"), (1, "Caça-níqueis à noite"), (-1, "Ruído")];
+    let clusters = [
+        (0, "Alto valor"),
+        (1, "Caça-níqueis à noite"),
+        (-1, "Ruído"),
+    ];
     let run1 = make_run(
         &app,
         account,
@@ -185,18 +200,29 @@ async fn runs_push_only_the_players_who_entered_or_left_a_segment() {
     )
     .await;
     let res = app
-        .post(&format!("/api/v1/segmentations/{run1}/smartico"), &token, json!({}))
+        .post(
+            &format!("/api/v1/segmentations/{run1}/smartico"),
+            &token,
+            json!({}),
+        )
         .await;
     assert_eq!(res.status, StatusCode::OK, "{:?}", res.body);
     let s = &res.body;
     assert_eq!(s["status"], "completed", "{s}");
     assert_eq!(s["base_run_id"], Value::Null);
     assert_eq!(
-        (s["events"].as_i64(), s["users_entered"].as_i64(), s["users_left"].as_i64()),
+        (
+            s["events"].as_i64(),
+            s["users_entered"].as_i64(),
+            s["users_left"].as_i64()
+        ),
         (Some(4), Some(4), Some(0)),
         "noise is no segment: {s}"
     );
-    assert_eq!((s["accepted"].as_i64(), s["failed"].as_i64()), (Some(3), Some(1)));
+    assert_eq!(
+        (s["accepted"].as_i64(), s["failed"].as_i64()),
+        (Some(3), Some(1))
+    );
     assert_eq!(s["users_not_found"], 1);
     assert_eq!(s["failures"][0]["user_ext_id"], "p5");
     assert_eq!(s["failures"][0]["code"], "10001");
@@ -230,13 +256,21 @@ async fn runs_push_only_the_players_who_entered_or_left_a_segment() {
     .await;
     fake.events.lock().unwrap().clear();
     let s = app
-        .post(&format!("/api/v1/segmentations/{run2}/smartico"), &token, json!({}))
+        .post(
+            &format!("/api/v1/segmentations/{run2}/smartico"),
+            &token,
+            json!({}),
+        )
         .await
         .body;
     assert_eq!(s["status"], "completed", "{s}");
     assert_eq!(s["base_run_id"].as_i64(), Some(run1));
     assert_eq!(
-        (s["events"].as_i64(), s["users_entered"].as_i64(), s["users_left"].as_i64()),
+        (
+            s["events"].as_i64(),
+            s["users_entered"].as_i64(),
+            s["users_left"].as_i64()
+        ),
         (Some(4), Some(2), Some(3)),
         "{s}"
     );
@@ -259,7 +293,11 @@ async fn runs_push_only_the_players_who_entered_or_left_a_segment() {
 
     // Pushing the same run again sends the same events (same eids): Smartico dedupes them.
     let again = app
-        .post(&format!("/api/v1/segmentations/{run2}/smartico"), &token, json!({}))
+        .post(
+            &format!("/api/v1/segmentations/{run2}/smartico"),
+            &token,
+            json!({}),
+        )
         .await
         .body;
     assert_eq!(again["status"], "completed");
@@ -277,7 +315,10 @@ async fn runs_push_only_the_players_who_entered_or_left_a_segment() {
         .iter()
         .map(|s| s["id"].as_i64().unwrap())
         .collect();
-    assert_eq!(ids, [again["id"].as_i64().unwrap(), s["id"].as_i64().unwrap()]);
+    assert_eq!(
+        ids,
+        [again["id"].as_i64().unwrap(), s["id"].as_i64().unwrap()]
+    );
     let audit = app
         .get("/api/v1/audit?action=segmentation.smartico_sync", &token)
         .await
@@ -302,9 +343,19 @@ async fn a_bad_token_or_no_configuration_fails_the_sync_without_leaking_the_toke
     let app = spawn_with(config, dir).await;
     let token = app.admin().await;
     let account = account_of(&app, &token).await;
-    let run = make_run(&app, account, &[(0, "VIP")], &[("p1", 0), ("p2", 0), ("p3", 0)]).await;
+    let run = make_run(
+        &app,
+        account,
+        &[(0, "VIP")],
+        &[("p1", 0), ("p2", 0), ("p3", 0)],
+    )
+    .await;
     let s = app
-        .post(&format!("/api/v1/segmentations/{run}/smartico"), &token, json!({}))
+        .post(
+            &format!("/api/v1/segmentations/{run}/smartico"),
+            &token,
+            json!({}),
+        )
         .await
         .body;
     assert_eq!(s["status"], "failed", "{s}");
@@ -316,7 +367,11 @@ async fn a_bad_token_or_no_configuration_fails_the_sync_without_leaking_the_toke
     // A failed sync is no base for the next diff.
     let run2 = make_run(&app, account, &[(0, "VIP")], &[("p1", 0)]).await;
     let s = app
-        .post(&format!("/api/v1/segmentations/{run2}/smartico"), &token, json!({}))
+        .post(
+            &format!("/api/v1/segmentations/{run2}/smartico"),
+            &token,
+            json!({}),
+        )
         .await
         .body;
     assert_eq!(s["base_run_id"], Value::Null);
@@ -327,7 +382,11 @@ async fn a_bad_token_or_no_configuration_fails_the_sync_without_leaking_the_toke
     let account = account_of(&plain, &token).await;
     let run = make_run(&plain, account, &[(0, "VIP")], &[("p1", 0)]).await;
     let res = plain
-        .post(&format!("/api/v1/segmentations/{run}/smartico"), &token, json!({}))
+        .post(
+            &format!("/api/v1/segmentations/{run}/smartico"),
+            &token,
+            json!({}),
+        )
         .await;
     assert_eq!(res.status, StatusCode::CONFLICT);
     assert_eq!(
@@ -346,11 +405,24 @@ async fn a_completed_segmentation_is_pushed_and_exported_as_an_imported_segment(
     let base = fake_smartico(&fake).await;
     let (mut config, dir) = test_config().await;
     let out = farol_bin(dir.path(), "")
-        .args(["bench", "gen-transactions", "--users", "300", "--tx-per-user", "20", "--partitioned", "-o"])
+        .args([
+            "bench",
+            "gen-transactions",
+            "--users",
+            "300",
+            "--tx-per-user",
+            "20",
+            "--partitioned",
+            "-o",
+        ])
         .arg(dir.path().join("lake"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     config.segment.transactions = dir.path().join("lake/transactions").display().to_string();
     config.segment.users = dir.path().join("lake/users.csv").display().to_string();
     enable(&mut config, &base, TOKEN);
@@ -360,7 +432,11 @@ async fn a_completed_segmentation_is_pushed_and_exported_as_an_imported_segment(
     let app = spawn_with(config, dir).await;
     let token = app.admin().await;
     let r = app
-        .post("/api/v1/segmentations", &token, json!({"algorithm": "kmeans"}))
+        .post(
+            "/api/v1/segmentations",
+            &token,
+            json!({"algorithm": "kmeans"}),
+        )
         .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
     let id = r.body["id"].as_i64().unwrap();
@@ -371,7 +447,10 @@ async fn a_completed_segmentation_is_pushed_and_exported_as_an_imported_segment(
             .get(&format!("/api/v1/segmentations/{id}/smartico"), &token)
             .await
             .body;
-        if list.as_array().is_some_and(|a| a.iter().any(|s| s["status"] != "running")) {
+        if list
+            .as_array()
+            .is_some_and(|a| a.iter().any(|s| s["status"] != "running"))
+        {
             break list;
         }
         assert!(std::time::Instant::now() < deadline, "no sync: {list}");
@@ -398,13 +477,20 @@ async fn a_completed_segmentation_is_pushed_and_exported_as_an_imported_segment(
         .arg(&file)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = std::fs::read_to_string(&file).unwrap();
     let mut lines = text.lines();
     assert_eq!(lines.next(), Some("user_ext_id,core_external_segment"));
     let rows: Vec<&str> = lines.collect();
     assert_eq!(rows.len(), 300);
-    assert!(rows.iter().all(|r| r.split(',').nth(1).is_some_and(|s| s.starts_with("FAROL_"))));
+    assert!(
+        rows.iter()
+            .all(|r| r.split(',').nth(1).is_some_and(|s| s.starts_with("FAROL_")))
+    );
 
     // The CLI push of the same run: same eids, all already known to Smartico.
     let mut cmd = farol_bin(&data_dir, &url);
@@ -418,7 +504,11 @@ async fn a_completed_segmentation_is_pushed_and_exported_as_an_imported_segment(
         .await
         .unwrap()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains(TOKEN), "the token is never logged");
     let sync: Value = serde_json::from_slice(&out.stdout).unwrap();
