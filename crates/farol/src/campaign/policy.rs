@@ -113,6 +113,15 @@ pub async fn count_sent(
     Ok(())
 }
 
+/// Deletes send records older than the window (they no longer count); returns how many.
+pub async fn prune(db: &Db, window_ms: i64, now: i64) -> DbResult<u64> {
+    Ok(sqlx::query("delete from frequency_sends where at < $1")
+        .bind(now - window_ms)
+        .execute(db.pool())
+        .await?
+        .rows_affected())
+}
+
 /// Drops the reservation of a send that did not happen.
 pub async fn release(conn: &mut sqlx::AnyConnection, recipient_id: i64) -> DbResult<()> {
     sqlx::query("delete from frequency_sends where recipient_id = $1")

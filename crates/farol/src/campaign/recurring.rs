@@ -222,13 +222,17 @@ pub async fn tick(db: &Db, channels: &Channels) -> anyhow::Result<usize> {
         tx.commit().await?;
     }
     // Occurrences in draft: just created above, or left by a crash.
-    let drafts: Vec<(i64, i64)> = sqlx::query_as(
-        "select o.id, o.account_id from campaigns o join campaigns p on p.id = o.parent_id \
+    let drafts: Vec<(i64, i64, String)> = sqlx::query_as(
+        "select o.id, o.account_id, o.channel from campaigns o join campaigns p on p.id = o.parent_id \
          where o.status = 'draft' and o.parent_id is not null order by o.id limit 20",
     )
     .fetch_all(db.pool())
     .await?;
-    for (id, account_id) in drafts {
+    for (id, account_id, channel) in drafts {
+        let channel = Channel::parse(&channel).unwrap_or(Channel::Email);
+        if channels.get(channel).is_none() {
+            continue;
+        }
         let actor = Actor::system(account_id, "recurring");
         match campaigns::launch(db, channels, &actor, id, None).await {
             Ok(_) => {

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use farol_channels::template::{RenderContext, TemplateEngine};
@@ -109,6 +109,10 @@ pub fn spawn(
         .collect()
 }
 
+/// When this process last deleted frequency cap records older than the window.
+static LAST_PRUNE: AtomicI64 = AtomicI64::new(0);
+const PRUNE_EVERY_MS: i64 = 10 * 60 * 1000;
+
 /// One worker: starts due scheduled campaigns and runs one task per running campaign, so each
 /// campaign keeps its own pace (a throttled campaign never slows another one down).
 async fn work(s: Arc<Sender>, owner: String, stop: Arc<AtomicBool>, wake: Arc<Notify>) {
@@ -116,6 +120,18 @@ async fn work(s: Arc<Sender>, owner: String, stop: Arc<AtomicBool>, wake: Arc<No
     while !stop.load(Ordering::Relaxed) {
         if let Err(e) = store::start_due(&s.db).await {
             tracing::warn!(error = %e, "cannot start scheduled campaigns");
+        }
+        let now = now_ms();
+        let last = LAST_PRUNE.load(Ordering::Relaxed);
+        if now - last > PRUNE_EVERY_MS
+            && LAST_PRUNE
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let window = (s.policy.frequency_window_hours.max(1) * 3_600_000) as i64;
+            if let Err(e) = policy::prune(&s.db, window, now).await {
+                tracing::warn!(error = %e, "cannot prune frequency cap records");
+            }
         }
         if let Err(e) = super::recurring::tick(&s.db, &s.channels).await {
             tracing::warn!(error = %format!("{e:#}"), "cannot launch recurring campaign occurrences");

@@ -521,6 +521,13 @@ async fn concurrent_reservations_never_pass_the_frequency_cap() {
             .unwrap(),
         Reservation::CapReached
     );
+    // Records older than the window are pruned: the 3 of the first round.
+    assert_eq!(
+        farol::campaign::policy::prune(&app.db, 86_400_000, later)
+            .await
+            .unwrap(),
+        3
+    );
 }
 
 #[tokio::test]
