@@ -427,6 +427,7 @@ async fn a_completed_segmentation_is_pushed_and_exported_as_an_imported_segment(
     config.segment.users = dir.path().join("lake/users.csv").display().to_string();
     enable(&mut config, &base, TOKEN);
     config.smartico.batch_size = 4000;
+    config.smartico.skip_cjm = true;
     let url = config.database_url();
     let data_dir = config.data_dir.clone();
     let app = spawn_with(config, dir).await;
@@ -468,6 +469,13 @@ async fn a_completed_segmentation_is_pushed_and_exported_as_an_imported_segment(
         .map(|e| e["user_ext_id"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(users.len(), 300);
+    // skip_cjm: profiles change without triggering journeys.
+    assert!(fake.events.lock().unwrap().iter().all(|e| {
+        e["payload"]["skip_cjm"] == true
+            && e["payload"]["+core_external_segment"][0]
+                .as_str()
+                .is_some_and(|s| s.starts_with("FAROL_"))
+    }));
 
     // The imported-segment CSV: a header and one row per player with its segment.
     let file = data_dir.join("smartico.csv");
