@@ -26,6 +26,10 @@ impl App {
     /// Connects to the database (migrating it) and to Redis when configured.
     pub async fn build(config: Config) -> anyhow::Result<App> {
         let db = Db::connect(&config.database_url(), config.database.max_connections).await?;
+        crate::campaign::audiences::set_score_classes(
+            config.campaign.score_hot_min,
+            config.campaign.score_warm_min,
+        );
         db.migrate().await?;
 
         let secret = match config.auth.jwt_secret.expose_secret() {

@@ -68,6 +68,9 @@ enum Command {
     Campaign(crate::campaign::cli::CampaignCommand),
     /// Run the import and campaign send workers without the HTTP server (until SIGTERM).
     Worker,
+    /// Suppression lists (self-exclusion, bounces, complaints, do-not-contact).
+    #[command(subcommand)]
+    Suppressions(crate::campaign::suppressions::SuppressionsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -212,6 +215,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Segment(command) => crate::segment::cli::run(config, command).await,
         Command::Campaign(command) => crate::campaign::cli::run(config, command).await,
         Command::Worker => crate::campaign::cli::worker(config).await,
+        Command::Suppressions(command) => crate::campaign::suppressions::run(config, command).await,
     }
 }
 

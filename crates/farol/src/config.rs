@@ -38,6 +38,8 @@ pub struct Config {
     pub smtp: SmtpConfig,
     /// Campaign send workers.
     pub campaign: CampaignConfig,
+    /// Smartico sync of segmentation runs.
+    pub smartico: SmarticoSettings,
     /// Logging.
     pub log: LogConfig,
 }
@@ -264,6 +266,16 @@ pub struct CampaignConfig {
     pub breaker_failures: u32,
     /// How long an open breaker holds sends before one probe, seconds.
     pub breaker_cool_down_secs: u64,
+    /// Campaign messages per client per `frequency_window_hours`, across campaigns and
+    /// channels (0: no cap). Accounts and campaigns may override it.
+    pub frequency_cap: u64,
+    /// The rolling window of `frequency_cap`, hours.
+    pub frequency_window_hours: u64,
+    /// Audience score classes: `hot` is a score ≥ this.
+    pub score_hot_min: i64,
+    /// Audience score classes: `warm` is a score ≥ this (and below `score_hot_min`); `cold`
+    /// is below.
+    pub score_warm_min: i64,
 }
 
 impl Default for CampaignConfig {
@@ -282,6 +294,58 @@ impl Default for CampaignConfig {
             time_zone: "America/Sao_Paulo".into(),
             breaker_failures: 20,
             breaker_cool_down_secs: 30,
+            frequency_cap: 0,
+            frequency_window_hours: 24,
+            score_hot_min: 70,
+            score_warm_min: 40,
+        }
+    }
+}
+
+/// Smartico sync: after each segmentation run, the players who entered or left a segment
+/// are pushed to Smartico's external events API (docs/segmentation.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmarticoSettings {
+    /// Push after every completed run (the API/CLI push works only when enabled too).
+    pub enabled: bool,
+    /// API base URL, e.g. `https://apis6.smartico.ai`.
+    pub base_url: String,
+    /// `ext_brand_id` of the events (empty: none).
+    pub brand: String,
+    /// The label's API token (env `FAROL_SMARTICO__LABEL_TOKEN`). Never logged.
+    #[serde(serialize_with = "serialize_secret")]
+    pub label_token: SecretString,
+    /// Array property holding the segments.
+    pub property: String,
+    /// Prefix of segment values (`FAROL_` + the cluster name in capitals).
+    pub segment_prefix: String,
+    /// Update profiles without triggering Smartico journeys.
+    pub skip_cjm: bool,
+    /// Events per request (at most 4,000).
+    pub batch_size: usize,
+    /// Request timeout, seconds.
+    pub timeout_secs: u64,
+    /// Retries of a failed request (429, 5xx, timeouts), with exponential backoff.
+    pub max_retries: u32,
+    /// First retry delay scale, milliseconds.
+    pub retry_base_ms: u64,
+}
+
+impl Default for SmarticoSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            base_url: String::new(),
+            brand: String::new(),
+            label_token: SecretString::from(""),
+            property: "core_external_segment".into(),
+            segment_prefix: "FAROL_".into(),
+            skip_cjm: false,
+            batch_size: 4000,
+            timeout_secs: 30,
+            max_retries: 5,
+            retry_base_ms: 500,
         }
     }
 }
@@ -326,6 +390,7 @@ impl Default for Config {
             segment: SegmentConfig::default(),
             smtp: SmtpConfig::default(),
             campaign: CampaignConfig::default(),
+            smartico: SmarticoSettings::default(),
         }
     }
 }
@@ -536,6 +601,42 @@ impl Config {
         {
             return Err(ConfigError(
                 "key `campaign.batch`/`campaign.concurrency`/`campaign.lease_secs`: must be greater than 0".into(),
+            ));
+        }
+        if self.campaign.frequency_window_hours == 0 {
+            return Err(ConfigError(
+                "key `campaign.frequency_window_hours`: must be greater than 0".into(),
+            ));
+        }
+        if !(0 < self.campaign.score_warm_min
+            && self.campaign.score_warm_min < self.campaign.score_hot_min
+            && self.campaign.score_hot_min <= 100)
+        {
+            return Err(ConfigError(
+                "keys `campaign.score_warm_min`/`campaign.score_hot_min`: need 0 < warm < hot ≤ 100".into(),
+            ));
+        }
+        if self.smartico.enabled {
+            let url = self.smartico.base_url.trim();
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(ConfigError(
+                    "key `smartico.base_url`: give the API base URL, e.g. https://apis6.smartico.ai".into(),
+                ));
+            }
+            if self.smartico.label_token.expose_secret().trim().is_empty() {
+                return Err(ConfigError(
+                    "key `smartico.label_token`: required when smartico.enabled (env FAROL_SMARTICO__LABEL_TOKEN)".into(),
+                ));
+            }
+        }
+        if !(1..=4000).contains(&self.smartico.batch_size) {
+            return Err(ConfigError(
+                "key `smartico.batch_size`: must be from 1 to 4000".into(),
+            ));
+        }
+        if self.smartico.property.trim().is_empty() {
+            return Err(ConfigError(
+                "key `smartico.property`: must not be empty".into(),
             ));
         }
         if let Err(e) = crate::campaign::hours::BusinessHours::parse(

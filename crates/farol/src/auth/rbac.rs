@@ -136,11 +136,11 @@ impl Permission {
             ),
             Permission::SegmentsRun => (
                 "segments.run",
-                "`POST /segmentations`, `PATCH /clusters/{id}` (reading clusters is crm.read)",
+                "`POST /segmentations`, `PATCH /clusters/{id}`, `/segmentations/{id}/smartico` (reading clusters is crm.read)",
             ),
             Permission::CampaignsRun => (
                 "campaigns.run",
-                "`/templates`, `/audiences`, `/campaigns` (create, edit, preview, launch, pause, resume, cancel, results)",
+                "`/templates`, `/audiences`, `/campaigns` (create, edit, preview, launch, pause, resume, cancel, results), `/suppressions`, `/settings/campaigns`",
             ),
         }
     }

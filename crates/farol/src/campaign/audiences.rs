@@ -4,6 +4,7 @@
 //! send time, whatever the audience says.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -42,6 +43,59 @@ pub struct AudienceFilter {
     /// Created before (RFC 3339 time or date, UTC).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub created_to: Option<String>,
+    /// Score class from `clients.score`: `hot` (≥ `campaign.score_hot_min`, 70 by default),
+    /// `warm` (≥ `campaign.score_warm_min`, 40), `cold` (below).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score_class: Option<ScoreClass>,
+    /// Member of the cluster with this label in the account's active segmentation run (at
+    /// launch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<i64>,
+    /// Last contacted (any contact's `last_contacted_at`) at or after this time (RFC 3339 time
+    /// or date, UTC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_contacted_after: Option<String>,
+    /// Contacted at least once, and last before this time (RFC 3339 time or date, UTC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_contacted_before: Option<String>,
+    /// `true`: never contacted by a campaign; `false`: contacted at least once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub never_contacted: Option<bool>,
+}
+
+/// A score class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ScoreClass {
+    /// Score ≥ `campaign.score_hot_min`.
+    Hot,
+    /// Score ≥ `campaign.score_warm_min` and below the hot threshold.
+    Warm,
+    /// Score below `campaign.score_warm_min`.
+    Cold,
+}
+
+static SCORE_HOT_MIN: AtomicI64 = AtomicI64::new(70);
+static SCORE_WARM_MIN: AtomicI64 = AtomicI64::new(40);
+
+/// Sets the score class thresholds (`campaign.score_hot_min`, `campaign.score_warm_min`) of
+/// this process; called when the application is built from its configuration.
+pub fn set_score_classes(hot_min: i64, warm_min: i64) {
+    SCORE_HOT_MIN.store(hot_min, Ordering::Relaxed);
+    SCORE_WARM_MIN.store(warm_min, Ordering::Relaxed);
+}
+
+impl ScoreClass {
+    /// `[min, max)` of the class's scores.
+    pub fn range(self) -> (i64, i64) {
+        let hot = SCORE_HOT_MIN.load(Ordering::Relaxed);
+        let warm = SCORE_WARM_MIN.load(Ordering::Relaxed);
+        match self {
+            ScoreClass::Hot => (hot, i64::MAX),
+            ScoreClass::Warm => (warm, hot),
+            ScoreClass::Cold => (i64::MIN, warm),
+        }
+    }
 }
 
 /// What an audience holds.
@@ -237,6 +291,49 @@ async fn clients_query(
                 {
                     q.push(op).bind(ms);
                 }
+            }
+            if let Some(class) = f.score_class {
+                let (min, max) = class.range();
+                q.push(" and c.score >= ")
+                    .bind(min)
+                    .push(" and c.score < ")
+                    .bind(max);
+            }
+            if let Some(label) = f.cluster {
+                q.push(" and exists (select 1 from segment_members m join segment_runs r on r.id = m.run_id \
+                         where r.account_id = ")
+                    .bind(account_id)
+                    .push(" and r.active = 1 and m.client_id = c.id and m.label = ")
+                    .bind(label)
+                    .push(")");
+            }
+            for (field, raw, op) in [
+                (
+                    "filter.last_contacted_after",
+                    &f.last_contacted_after,
+                    " and exists (select 1 from contacts lc where lc.client_id = c.id and lc.last_contacted_at >= ",
+                ),
+                (
+                    "filter.last_contacted_before",
+                    &f.last_contacted_before,
+                    " and exists (select 1 from contacts lc where lc.client_id = c.id and lc.last_contacted_at is not null) \
+                     and not exists (select 1 from contacts lc where lc.client_id = c.id and lc.last_contacted_at >= ",
+                ),
+            ] {
+                if let Some(raw) = raw
+                    && let Some(ms) = parse_time(&mut problems, field, raw)
+                {
+                    q.push(op).bind(ms).push(")");
+                }
+            }
+            match f.never_contacted {
+                Some(true) => {
+                    q.push(" and not exists (select 1 from contacts lc where lc.client_id = c.id and lc.last_contacted_at is not null)");
+                }
+                Some(false) => {
+                    q.push(" and exists (select 1 from contacts lc where lc.client_id = c.id and lc.last_contacted_at is not null)");
+                }
+                None => {}
             }
             q
         }

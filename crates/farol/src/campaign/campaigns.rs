@@ -47,6 +47,18 @@ pub struct CampaignOut {
     pub created_at: String,
     /// Last change.
     pub updated_at: String,
+    /// Frequency cap of this campaign (`null`: the account's; 0: no cap).
+    pub frequency_cap: Option<i64>,
+    /// Recurring campaigns: cron expression (`0 9 * * 1-5`).
+    pub cron: Option<String>,
+    /// Recurring campaigns: time zone of the cron.
+    pub time_zone: Option<String>,
+    /// Recurring campaigns: skip clients the previous occurrence sent to.
+    pub skip_previous: bool,
+    /// Recurring campaigns: when the next occurrence starts.
+    pub next_run_at: Option<String>,
+    /// Occurrences: the recurring campaign they belong to.
+    pub parent_id: Option<i64>,
 }
 
 impl From<CampaignRow> for CampaignOut {
@@ -64,6 +76,12 @@ impl From<CampaignRow> for CampaignOut {
             completed_at: r.completed_at.map(format_ms),
             created_at: format_ms(r.created_at),
             updated_at: format_ms(r.updated_at),
+            frequency_cap: r.frequency_cap,
+            cron: r.cron,
+            time_zone: r.cron_time_zone,
+            skip_previous: r.skip_previous != 0,
+            next_run_at: r.next_run_at.map(format_ms),
+            parent_id: r.parent_id,
         }
     }
 }
@@ -82,6 +100,18 @@ pub struct CampaignInput {
     pub audience_id: Option<i64>,
     /// Messages per second (0 < x ≤ 100000); absent: unthrottled.
     pub throttle_per_sec: Option<f64>,
+    /// Campaign messages per client per window (0: no cap, ≤ 1000); absent: the account's.
+    #[serde(default)]
+    pub frequency_cap: Option<i64>,
+    /// Makes the campaign recurring: a cron expression (`0 9 * * 1-5`).
+    #[serde(default)]
+    pub cron: Option<String>,
+    /// Time zone of `cron` (default `America/Sao_Paulo`).
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    /// Recurring: skip clients the previous occurrence sent to.
+    #[serde(default)]
+    pub skip_previous: Option<bool>,
 }
 
 /// Body of `PATCH /campaigns/{id}`. Name, template and audience change only in draft; the
@@ -97,7 +127,18 @@ pub struct CampaignPatch {
     pub audience_id: Option<i64>,
     /// New throttle, messages per second (0: unthrottled).
     pub throttle_per_sec: Option<f64>,
+    /// New frequency cap (0: no cap); changes at any time, from the next batch.
+    pub frequency_cap: Option<i64>,
+    /// New cron (draft only).
+    pub cron: Option<String>,
+    /// New time zone of the cron (draft only).
+    pub time_zone: Option<String>,
+    /// Skip clients the previous occurrence sent to (draft only).
+    pub skip_previous: Option<bool>,
 }
+
+/// Time zone of a recurring campaign's cron when none is given.
+pub const DEFAULT_CRON_TIME_ZONE: &str = "America/Sao_Paulo";
 
 fn not_found(e: DbError) -> ApiError {
     match e {
@@ -124,6 +165,32 @@ async fn check(db: &Db, account_id: i64, c: &mut NewCampaign) -> ApiResult<()> {
             "out_of_range",
             "throttle_per_sec must be greater than 0 and at most 100000",
         );
+    }
+    if let Some(f) = c.frequency_cap
+        && !(0..=1000).contains(&f)
+    {
+        problems.add(
+            "frequency_cap",
+            "out_of_range",
+            "frequency_cap must be from 0 (no cap) to 1000",
+        );
+    }
+    if c.cron.is_some() || c.cron_time_zone.is_some() {
+        match super::recurring::check(
+            &mut problems,
+            c.cron.as_deref(),
+            c.cron_time_zone.as_deref(),
+            DEFAULT_CRON_TIME_ZONE,
+        ) {
+            Some((cron, tz)) => {
+                c.cron = Some(cron);
+                c.cron_time_zone = Some(tz);
+            }
+            None => {
+                c.cron = None;
+                c.cron_time_zone = None;
+            }
+        }
     }
     let mut conn = db.pool().acquire().await?;
     match templates::get(&mut conn, account_id, c.template_id).await {
@@ -155,6 +222,10 @@ pub async fn create(db: &Db, actor: &Actor, input: CampaignInput) -> ApiResult<C
         template_id: input.template_id,
         audience_id: input.audience_id,
         throttle_per_sec: input.throttle_per_sec,
+        frequency_cap: input.frequency_cap,
+        cron: input.cron,
+        cron_time_zone: input.time_zone,
+        skip_previous: input.skip_previous.unwrap_or(false),
     };
     check(db, actor.account_id, &mut new).await?;
     let mut tx = db.begin().await?;
@@ -196,6 +267,7 @@ async fn snapshot(db: &Db, tx: &mut Tx, c: &CampaignRow) -> ApiResult<u64> {
     };
     let now = now_ms();
     let mut written = 0;
+    let previous = super::recurring::previously_sent(tx, c).await?;
     for chunk in ids.chunks(1000) {
         let mut q = SqlBuilder::new(
             "select client_id, value, opted_out, invalid_at from contacts where kind = ",
@@ -227,6 +299,9 @@ async fn snapshot(db: &Db, tx: &mut Tx, c: &CampaignRow) -> ApiResult<u64> {
             .iter()
             .map(|client| {
                 let (address, status, error) = match best.remove(client) {
+                    Some(Ok(a)) if previous.contains(client) => {
+                        (Some(a), "skipped", Some("previous_occurrence".to_owned()))
+                    }
                     Some(Ok(a)) => (Some(a), "queued", None),
                     Some(Err(reason)) => (None, "skipped", Some(reason.to_owned())),
                     None => (None, "skipped", Some("no_address".to_owned())),
@@ -309,6 +384,23 @@ pub async fn launch(
             ),
         ));
     }
+    if c.cron.is_some() {
+        // A recurrence: occurrences snapshot their audience at each cron time.
+        let next = super::recurring::launch(&mut tx, &c, scheduled_at).await?;
+        audit::record(
+            &mut tx,
+            actor,
+            "campaign.launch",
+            "campaign",
+            id,
+            audit::NONE,
+            Some(&serde_json::json!({ "cron": c.cron, "time_zone": c.cron_time_zone, "next_run_at": next })),
+        )
+        .await?;
+        let after = store::get(&mut tx, actor.account_id, id).await?;
+        tx.commit().await?;
+        return Ok(after.into());
+    }
     let recipients = snapshot(db, &mut tx, &c).await?;
     store::mark_launched(&mut tx, id, scheduled_at).await?;
     let after = store::get(&mut tx, actor.account_id, id).await?;
@@ -319,7 +411,11 @@ pub async fn launch(
         "campaign",
         id,
         audit::NONE,
-        Some(&serde_json::json!({ "recipients": recipients, "scheduled_at": scheduled_at })),
+        Some(&serde_json::json!({
+            "recipients": recipients,
+            "scheduled_at": scheduled_at,
+            "occurrence_of": c.parent_id,
+        })),
     )
     .await?;
     tx.commit().await?;
@@ -372,6 +468,7 @@ pub async fn change_status(
         .bind(now_ms())
         .execute(&mut *tx)
         .await?;
+        super::recurring::after_resume(&mut tx, &before).await?;
     }
     audit::record(
         &mut tx,
@@ -581,13 +678,17 @@ pub async fn update_campaign(
         .await
         .map_err(not_found)?;
     drop(conn);
-    let structural =
-        patch.name.is_some() || patch.template_id.is_some() || patch.audience_id.is_some();
+    let structural = patch.name.is_some()
+        || patch.template_id.is_some()
+        || patch.audience_id.is_some()
+        || patch.cron.is_some()
+        || patch.time_zone.is_some()
+        || patch.skip_previous.is_some();
     if structural && before.status() != Status::Draft {
         return Err(ApiError::Conflict {
             field: "status".into(),
             message: format!(
-                "the campaign is {}; only the throttle changes after launch",
+                "the campaign is {}; only the throttle and frequency cap change after launch",
                 before.status().as_str()
             ),
         });
@@ -602,6 +703,10 @@ pub async fn update_campaign(
             Some(t) => Some(t),
             None => before.throttle_per_sec,
         },
+        frequency_cap: patch.frequency_cap.or(before.frequency_cap),
+        cron: patch.cron.or_else(|| before.cron.clone()),
+        cron_time_zone: patch.time_zone.or_else(|| before.cron_time_zone.clone()),
+        skip_previous: patch.skip_previous.unwrap_or(before.skip_previous != 0),
     };
     check(&state.db, user.account_id, &mut new).await?;
     let mut tx = state.db.begin().await?;

@@ -48,6 +48,18 @@ pub struct CreateArgs {
     /// Pace: `200/s`, `600/m`, `10000/h` (default: unthrottled).
     #[arg(long, value_name = "N/s")]
     pub throttle: Option<String>,
+    /// Campaign messages per client per window (0: no cap; default: the account's).
+    #[arg(long, value_name = "N")]
+    pub frequency_cap: Option<i64>,
+    /// Recurring: a cron expression, e.g. "0 9 * * 1-5" (an occurrence at each time).
+    #[arg(long, value_name = "CRON")]
+    pub cron: Option<String>,
+    /// Time zone of --cron (default America/Sao_Paulo).
+    #[arg(long, value_name = "TZ")]
+    pub time_zone: Option<String>,
+    /// Recurring: skip clients the previous occurrence sent to.
+    #[arg(long)]
+    pub skip_previous: bool,
     /// Account (slug).
     #[arg(long, default_value = crate::accounts::DEFAULT_ACCOUNT)]
     pub account: String,
@@ -200,6 +212,10 @@ async fn create(config: Config, args: CreateArgs) -> anyhow::Result<()> {
             template_id: template.id,
             audience_id,
             throttle_per_sec: throttle,
+            frequency_cap: args.frequency_cap,
+            cron: args.cron,
+            time_zone: args.time_zone,
+            skip_previous: Some(args.skip_previous),
         },
     )
     .await

@@ -14,8 +14,11 @@ pub mod campaigns;
 pub mod channels;
 pub mod cli;
 pub mod hours;
+pub mod policy;
+pub mod recurring;
 pub mod render;
 pub mod store;
+pub mod suppressions;
 pub mod templates;
 pub mod throttle;
 pub mod unsubscribe;
@@ -66,6 +69,13 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(campaigns::resume_campaign))
         .routes(routes!(campaigns::cancel_campaign))
         .routes(routes!(campaigns::campaign_results))
+        .routes(routes!(
+            suppressions::list_suppressions,
+            suppressions::create_suppression
+        ))
+        .routes(routes!(suppressions::delete_suppression))
+        .routes(routes!(suppressions::import_suppressions))
+        .routes(routes!(policy::get_settings, policy::put_settings))
         .routes(routes!(
             unsubscribe::unsubscribe_page,
             unsubscribe::unsubscribe

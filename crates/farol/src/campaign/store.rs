@@ -82,6 +82,18 @@ pub struct CampaignRow {
     pub created_at: i64,
     /// Last change (epoch ms).
     pub updated_at: i64,
+    /// Frequency cap override (`None`: the account's; 0: off).
+    pub frequency_cap: Option<i64>,
+    /// Recurring campaigns: cron expression.
+    pub cron: Option<String>,
+    /// Recurring campaigns: time zone of the cron.
+    pub cron_time_zone: Option<String>,
+    /// Recurring campaigns: next occurrence (epoch ms).
+    pub next_run_at: Option<i64>,
+    /// Recurring campaigns: skip clients sent by the previous occurrence (0/1).
+    pub skip_previous: i64,
+    /// Occurrences: the recurring campaign.
+    pub parent_id: Option<i64>,
 }
 
 impl CampaignRow {
@@ -92,7 +104,8 @@ impl CampaignRow {
 }
 
 const COLUMNS: &str = "id, account_id, name, channel, template_id, audience_id, status, throttle_per_sec, \
-    scheduled_at, launched_at, completed_at, created_by, created_at, updated_at";
+    scheduled_at, launched_at, completed_at, created_by, created_at, updated_at, frequency_cap, cron, \
+    cron_time_zone, next_run_at, skip_previous, parent_id";
 
 /// One campaign of an account.
 pub async fn get(conn: &mut AnyConnection, account_id: i64, id: i64) -> DbResult<CampaignRow> {
@@ -145,6 +158,14 @@ pub struct NewCampaign {
     pub audience_id: Option<i64>,
     /// Messages per second.
     pub throttle_per_sec: Option<f64>,
+    /// Frequency cap override.
+    pub frequency_cap: Option<i64>,
+    /// Cron of a recurring campaign.
+    pub cron: Option<String>,
+    /// Its time zone.
+    pub cron_time_zone: Option<String>,
+    /// Skip clients sent by the previous occurrence.
+    pub skip_previous: bool,
 }
 
 /// Inserts a draft campaign.
@@ -155,8 +176,9 @@ pub async fn insert(
     c: &NewCampaign,
 ) -> DbResult<i64> {
     Ok(sqlx::query_scalar(
-        "insert into campaigns (account_id, name, channel, template_id, audience_id, status, throttle_per_sec, created_by, created_at, updated_at) \
-         values ($1, $2, $3, $4, $5, 'draft', $6, $7, $8, $8) returning id",
+        "insert into campaigns (account_id, name, channel, template_id, audience_id, status, throttle_per_sec, created_by, created_at, updated_at, \
+         frequency_cap, cron, cron_time_zone, skip_previous) \
+         values ($1, $2, $3, $4, $5, 'draft', $6, $7, $8, $8, $9, $10, $11, $12) returning id",
     )
     .bind(account_id)
     .bind(c.name.clone())
@@ -166,6 +188,10 @@ pub async fn insert(
     .bind(c.throttle_per_sec)
     .bind(created_by)
     .bind(now_ms())
+    .bind(c.frequency_cap)
+    .bind(c.cron.clone())
+    .bind(c.cron_time_zone.clone())
+    .bind(c.skip_previous as i64)
     .fetch_one(conn)
     .await?)
 }
@@ -173,13 +199,18 @@ pub async fn insert(
 /// Rewrites the editable columns.
 pub async fn update(conn: &mut AnyConnection, id: i64, c: &NewCampaign) -> DbResult<()> {
     sqlx::query(
-        "update campaigns set name = $1, template_id = $2, audience_id = $3, throttle_per_sec = $4, updated_at = $5 where id = $6",
+        "update campaigns set name = $1, template_id = $2, audience_id = $3, throttle_per_sec = $4, updated_at = $5, \
+         frequency_cap = $6, cron = $7, cron_time_zone = $8, skip_previous = $9 where id = $10",
     )
     .bind(c.name.clone())
     .bind(c.template_id)
     .bind(c.audience_id)
     .bind(c.throttle_per_sec)
     .bind(now_ms())
+    .bind(c.frequency_cap)
+    .bind(c.cron.clone())
+    .bind(c.cron_time_zone.clone())
+    .bind(c.skip_previous as i64)
     .bind(id)
     .execute(conn)
     .await?;

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use farol_channels::template::{RenderContext, TemplateEngine};
@@ -16,11 +16,12 @@ use tokio::task::JoinHandle;
 
 use super::channels::Channels;
 use super::hours::BusinessHours;
+use super::policy::{self, Effective, Reservation};
 use super::render;
 use super::store::{self, Claimed, Outcome, Runnable};
 use super::templates::{self, Channel, TemplateRow};
 use super::throttle::{LocalThrottle, Throttle};
-use crate::config::Config;
+use crate::config::{CampaignConfig, Config};
 use crate::crm::clients::ClientOut;
 use crate::crm::timeline::{self, NewItem, Origin};
 use crate::db::{Db, now_ms};
@@ -38,19 +39,20 @@ pub struct Sender {
     poll: Duration,
     max_attempts: u32,
     public_url: String,
-    hours: Option<BusinessHours>,
+    /// Defaults of the per-account policies (business hours, frequency cap).
+    policy: CampaignConfig,
     /// One breaker per channel of this process.
     breakers: HashMap<&'static str, CircuitBreaker>,
 }
 
-impl Sender {
-    /// Whether business hours allow sending now.
-    fn open_now(&self) -> bool {
-        self.hours
-            .as_ref()
-            .is_none_or(|h| h.is_open(jiff::Timestamp::now()))
-    }
+/// Whether business hours allow sending now.
+fn open_now(hours: &Option<BusinessHours>) -> bool {
+    hours
+        .as_ref()
+        .is_none_or(|h| h.is_open(jiff::Timestamp::now()))
+}
 
+impl Sender {
     /// Workers' shared state for `config`, sending through `channels`.
     pub fn new(db: Db, channels: Channels, config: &Config) -> Sender {
         let c = &config.campaign;
@@ -71,10 +73,7 @@ impl Sender {
             poll: Duration::from_millis(c.poll_ms.max(10)),
             max_attempts: c.max_attempts.max(1),
             public_url: super::public_url(config),
-            // Validated when the configuration was loaded.
-            hours: BusinessHours::parse(&c.business_hours, &c.time_zone)
-                .ok()
-                .flatten(),
+            policy: c.clone(),
             breakers: [Channel::Email, Channel::Whatsapp, Channel::Sms]
                 .into_iter()
                 .map(|ch| {
@@ -110,6 +109,10 @@ pub fn spawn(
         .collect()
 }
 
+/// When this process last deleted frequency cap records older than the window.
+static LAST_PRUNE: AtomicI64 = AtomicI64::new(0);
+const PRUNE_EVERY_MS: i64 = 10 * 60 * 1000;
+
 /// One worker: starts due scheduled campaigns and runs one task per running campaign, so each
 /// campaign keeps its own pace (a throttled campaign never slows another one down).
 async fn work(s: Arc<Sender>, owner: String, stop: Arc<AtomicBool>, wake: Arc<Notify>) {
@@ -117,6 +120,21 @@ async fn work(s: Arc<Sender>, owner: String, stop: Arc<AtomicBool>, wake: Arc<No
     while !stop.load(Ordering::Relaxed) {
         if let Err(e) = store::start_due(&s.db).await {
             tracing::warn!(error = %e, "cannot start scheduled campaigns");
+        }
+        let now = now_ms();
+        let last = LAST_PRUNE.load(Ordering::Relaxed);
+        if now - last > PRUNE_EVERY_MS
+            && LAST_PRUNE
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let window = (s.policy.frequency_window_hours.max(1) * 3_600_000) as i64;
+            if let Err(e) = policy::prune(&s.db, window, now).await {
+                tracing::warn!(error = %e, "cannot prune frequency cap records");
+            }
+        }
+        if let Err(e) = super::recurring::tick(&s.db, &s.channels).await {
+            tracing::warn!(error = %format!("{e:#}"), "cannot launch recurring campaign occurrences");
         }
         tasks.retain(|_, t| !t.is_finished());
         match store::running(&s.db).await {
@@ -144,10 +162,6 @@ async fn work(s: Arc<Sender>, owner: String, stop: Arc<AtomicBool>, wake: Arc<No
 /// changes apply to the next batch.
 async fn run_campaign(s: Arc<Sender>, id: i64, owner: String, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
-        if !s.open_now() {
-            // Outside business hours: recipients wait, queued, for the window.
-            return;
-        }
         let c = match store::runnable(&s.db, id).await {
             Ok(Some(c)) => c,
             Ok(None) => return,
@@ -156,7 +170,19 @@ async fn run_campaign(s: Arc<Sender>, id: i64, owner: String, stop: Arc<AtomicBo
                 return;
             }
         };
-        match run_batch(&s, &c, &owner, &stop).await {
+        // The account's business hours and frequency cap, read again for every batch.
+        let policy = match policy::effective(&s.db, id, &s.policy).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(campaign = id, error = %e, "cannot read campaign policies");
+                return;
+            }
+        };
+        if !open_now(&policy.hours) {
+            // Outside business hours: recipients wait, queued, for the window.
+            return;
+        }
+        match run_batch(&s, &c, &policy, &owner, &stop).await {
             Ok(0) => break,
             Ok(_) => {}
             Err(e) => {
@@ -176,6 +202,7 @@ async fn run_campaign(s: Arc<Sender>, id: i64, owner: String, stop: Arc<AtomicBo
 pub async fn run_batch(
     s: &Sender,
     c: &Runnable,
+    policy: &Effective,
     owner: &str,
     stop: &AtomicBool,
 ) -> anyhow::Result<usize> {
@@ -205,6 +232,7 @@ pub async fn run_batch(
     let job = Job {
         s,
         c,
+        policy,
         template: &template,
         channel: channel.as_ref(),
         channel_name,
@@ -232,6 +260,7 @@ pub async fn run_batch(
 struct Job<'a> {
     s: &'a Sender,
     c: &'a Runnable,
+    policy: &'a Effective,
     template: &'a TemplateRow,
     channel: &'a dyn farol_channels::Channel,
     channel_name: Channel,
@@ -249,11 +278,7 @@ const STATUS_TTL: Duration = Duration::from_millis(250);
 
 impl Job<'_> {
     /// Why the contact must not receive the message now, if it must not.
-    async fn suppressed(
-        &self,
-        client_id: i64,
-        address: &str,
-    ) -> anyhow::Result<Option<&'static str>> {
+    async fn suppressed(&self, client_id: i64, address: &str) -> anyhow::Result<Option<String>> {
         let kind = if self.channel_name == Channel::Email {
             "email"
         } else {
@@ -268,12 +293,26 @@ impl Job<'_> {
         .bind(client_id)
         .fetch_optional(self.s.db.pool())
         .await?;
-        Ok(match row {
+        let contact = match row {
             None => Some("no_address"),
             Some((opted_out, _)) if opted_out != 0 => Some("opted_out"),
             Some((_, Some(_))) => Some("contact_invalid"),
             Some(_) => None,
-        })
+        };
+        if let Some(reason) = contact {
+            return Ok(Some(reason.to_owned()));
+        }
+        let mut conn = self.s.db.pool().acquire().await?;
+        Ok(super::suppressions::check(
+            &mut conn,
+            self.c.account_id,
+            self.channel_name.as_str(),
+            client_id,
+            kind,
+            address,
+        )
+        .await?
+        .map(|kind| format!("suppressed:{kind}")))
     }
 
     async fn skip(&self, r: &Claimed, reason: &str) -> anyhow::Result<()> {
@@ -323,21 +362,36 @@ impl Job<'_> {
             return self.skip(&r, "no_address").await;
         };
         if let Some(reason) = self.suppressed(r.client_id, &address).await? {
-            return self.skip(&r, reason).await;
+            return self.skip(&r, &reason).await;
         }
         if let Some(rate) = self.c.throttle_per_sec {
             s.throttle.acquire(self.c.id, rate).await;
         }
         if self.stop.load(Ordering::Relaxed)
             || std::time::Instant::now() > self.deadline
-            || !s.open_now()
+            || !open_now(&self.policy.hours)
             || !self.still_running().await
         {
             store::release(&s.db, r.id, self.owner).await?;
             return Ok(());
         }
         if let Some(reason) = self.suppressed(r.client_id, &address).await? {
-            return self.skip(&r, reason).await;
+            return self.skip(&r, &reason).await;
+        }
+        if self.policy.frequency_cap > 0
+            && policy::reserve(
+                &s.db,
+                self.c.account_id,
+                r.client_id,
+                r.id,
+                self.policy.frequency_cap,
+                self.policy.window_ms,
+                now_ms(),
+            )
+            .await?
+                == Reservation::CapReached
+        {
+            return self.skip(&r, "frequency_cap").await;
         }
 
         let email = (self.channel_name == Channel::Email).then_some(address.as_str());
@@ -376,6 +430,7 @@ impl Job<'_> {
                     // The channel keeps failing: hold the send, uncounted, until the breaker
                     // lets a probe through.
                     let at = now_ms() + wait.max(Duration::from_millis(100)).as_millis() as i64;
+                    policy::release(&mut *s.db.pool().acquire().await?, r.id).await?;
                     store::defer(&s.db, r.id, self.owner, at).await?;
                     return Ok(());
                 }
@@ -475,6 +530,7 @@ impl Job<'_> {
                 .bind(address.to_owned())
                 .execute(&mut *tx)
                 .await?;
+                policy::count_sent(&mut tx, self.c.account_id, r.client_id, r.id, now).await?;
                 Some((
                     "campaign_message",
                     if summary.is_empty() {
@@ -486,6 +542,7 @@ impl Job<'_> {
                 ))
             }
             Outcome::Failed { error } => {
+                policy::release(&mut tx, r.id).await?;
                 if error.starts_with("contact_invalid") {
                     sqlx::query(
                         "update contacts set invalid_at = $1, invalid_reason = $2 where client_id = $3 and kind = $4 and value = $5",
@@ -496,6 +553,14 @@ impl Job<'_> {
                     .bind(kind)
                     .bind(address.to_owned())
                     .execute(&mut *tx)
+                    .await?;
+                    super::suppressions::record_bounce(
+                        &mut tx,
+                        self.c.account_id,
+                        kind,
+                        address,
+                        error,
+                    )
                     .await?;
                 }
                 Some((

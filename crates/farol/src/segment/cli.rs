@@ -17,8 +17,24 @@ pub enum SegmentCommand {
     /// CRM clients, and make the run active.
     Run(RunArgs),
     /// Write the active run's final union table: one row per player with cluster, features
-    /// and CRM data.
+    /// and CRM data (or, with `--format smartico-csv`, Smartico's imported segment file).
     Export(ExportArgs),
+    /// Push a run to Smartico: the players who entered or left a segment since the last run
+    /// pushed.
+    PushSmartico(PushArgs),
+}
+
+/// Arguments of `farol segment push-smartico`.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// Segmentation run id.
+    pub run_id: i64,
+    /// Account (slug).
+    #[arg(long, default_value = crate::accounts::DEFAULT_ACCOUNT)]
+    pub account: String,
+    /// Print the sync as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `farol segment run`.
@@ -57,7 +73,7 @@ pub struct RunArgs {
 #[derive(Debug, Args)]
 pub struct ExportArgs {
     /// Output format.
-    #[arg(long, default_value = "csv", value_parser = ["csv", "parquet"])]
+    #[arg(long, default_value = "csv", value_parser = ["csv", "parquet", "smartico-csv"])]
     pub format: String,
     /// Output file (default: standard output; required for Parquet).
     #[arg(long, short)]
@@ -73,7 +89,11 @@ pub async fn run(config: Config, command: SegmentCommand) -> anyhow::Result<()> 
     db.migrate().await?;
     match command {
         SegmentCommand::Run(args) => run_segmentation(&config, &db, args).await,
+        SegmentCommand::Export(args) if args.format == "smartico-csv" => {
+            export_smartico(&config, &db, args).await
+        }
         SegmentCommand::Export(args) => export(&db, args).await,
+        SegmentCommand::PushSmartico(args) => push_smartico(&config, &db, args).await,
     }
 }
 
@@ -164,6 +184,71 @@ async fn run_segmentation(config: &Config, db: &Db, args: RunArgs) -> anyhow::Re
             );
         }
     }
+    Ok(())
+}
+
+async fn push_smartico(config: &Config, db: &Db, args: PushArgs) -> anyhow::Result<()> {
+    let account_id = crate::accounts::find(db, &args.account)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("account `{}` does not exist", args.account))?;
+    let actor = crate::audit::Actor::system(account_id, "cli");
+    let sync = super::smartico::sync_run(db, &config.smartico, &actor, args.run_id)
+        .await
+        .map_err(|e| match e {
+            crate::api::ApiError::Conflict { field, message } => {
+                anyhow::anyhow!("{field}: {message}")
+            }
+            other => anyhow::anyhow!("{other}"),
+        })?;
+    if args.json {
+        println!("{}", serde_json::to_string(&sync)?);
+    } else {
+        println!(
+            "sync #{} of segmentation #{}: {} — {} entered, {} left, {} events, {} accepted ({} already known), {} failed ({} users not found)",
+            sync.id,
+            sync.run_id,
+            sync.status,
+            sync.users_entered,
+            sync.users_left,
+            sync.events,
+            sync.accepted,
+            sync.duplicates,
+            sync.failed,
+            sync.users_not_found
+        );
+    }
+    if sync.status != "completed" {
+        anyhow::bail!(
+            "{}",
+            sync.error.unwrap_or_else(|| "the sync failed".to_owned())
+        );
+    }
+    Ok(())
+}
+
+async fn export_smartico(config: &Config, db: &Db, args: ExportArgs) -> anyhow::Result<()> {
+    let account_id = crate::accounts::find(db, &args.account)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("account `{}` does not exist", args.account))?;
+    let mut conn = db.pool().acquire().await?;
+    let run = store::active_run(&mut conn, account_id)
+        .await?
+        .ok_or_else(|| {
+            anyhow::anyhow!("no segmentation has completed yet: run `farol segment run`")
+        })?;
+    drop(conn);
+    let out: Box<dyn Write> = match &args.output {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p)
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", p.display()))?,
+        )),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let n = super::smartico::write_csv(db, &config.smartico, run.id, out).await?;
+    eprintln!(
+        "exported {n} players of segmentation #{} for Smartico",
+        run.id
+    );
     Ok(())
 }
 

@@ -12,6 +12,7 @@ pub mod lake;
 pub mod routes;
 pub mod schedule;
 pub mod service;
+pub mod smartico;
 pub mod store;
 pub mod worker;
 
@@ -31,4 +32,5 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::cluster_analytics))
         .routes(routes!(routes::player_segment))
         .routes(routes!(routes::player_behavior))
+        .routes(routes!(smartico::push_run, smartico::list_syncs))
 }

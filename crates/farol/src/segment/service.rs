@@ -201,7 +201,18 @@ pub async fn execute_run(
     )
     .await
     {
-        Ok(summary) => Ok(RunSummary { fetched, ..summary }),
+        Ok(summary) => {
+            if config.smartico.enabled {
+                // The run is stored; a failed push is recorded in its sync and retried by hand.
+                let actor = crate::audit::Actor::system(account_id, "segment");
+                if let Err(e) =
+                    super::smartico::sync_run(db, &config.smartico, &actor, run_id).await
+                {
+                    tracing::warn!(run = run_id, error = %e, "cannot push the run to Smartico");
+                }
+            }
+            Ok(RunSummary { fetched, ..summary })
+        }
         Err(e) => {
             let mut conn = db.pool().acquire().await?;
             store::fail_run(&mut conn, run_id, owner, &format!("{e:#}")).await?;

@@ -33,9 +33,9 @@ fn venv_python() -> PathBuf {
 }
 
 /// A real SMTP server (aiosmtpd) saving each message as JSON.
-struct Sink {
+pub(crate) struct Sink {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     dir: tempfile::TempDir,
 }
 
@@ -48,7 +48,7 @@ impl Drop for Sink {
 
 impl Sink {
     /// `rejects`: `address=CODE[:TIMES]` rules (see smtp_sink.py).
-    fn start(rejects: &[&str]) -> Sink {
+    pub(crate) fn start(rejects: &[&str]) -> Sink {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/smtp_sink.py");
         let dir = tempfile::tempdir().unwrap();
         let mut cmd = Command::new(venv_python());
@@ -73,7 +73,7 @@ impl Sink {
         Sink { child, port, dir }
     }
 
-    fn messages(&self) -> Vec<Value> {
+    pub(crate) fn messages(&self) -> Vec<Value> {
         let mut out: Vec<Value> = std::fs::read_dir(self.dir.path())
             .unwrap()
             .filter_map(Result::ok)
@@ -90,7 +90,7 @@ impl Sink {
         out
     }
 
-    fn to(&self, address: &str) -> Vec<Value> {
+    pub(crate) fn to(&self, address: &str) -> Vec<Value> {
         self.messages()
             .into_iter()
             .filter(|m| {
@@ -111,7 +111,7 @@ fn header<'a>(msg: &'a Value, name: &str) -> Option<&'a str> {
 }
 
 /// An app whose e-mail channel is the sink, with quick polling and retries.
-async fn app_with_sink(sink: &Sink) -> TestApp {
+pub(crate) async fn app_with_sink(sink: &Sink) -> TestApp {
     let (mut config, dir) = test_config().await;
     config.smtp.url = format!("smtp://127.0.0.1:{}?tls=none", sink.port).into();
     config.smtp.from = "Farol <noreply@farol.test>".into();
@@ -122,7 +122,12 @@ async fn app_with_sink(sink: &Sink) -> TestApp {
     spawn_with(config, dir).await
 }
 
-async fn client_with_email(app: &TestApp, token: &str, name: &str, email: &str) -> Value {
+pub(crate) async fn client_with_email(
+    app: &TestApp,
+    token: &str,
+    name: &str,
+    email: &str,
+) -> Value {
     app.client(
         token,
         json!({"name": name, "contacts": [{"kind": "email", "value": email}]}),
@@ -130,7 +135,7 @@ async fn client_with_email(app: &TestApp, token: &str, name: &str, email: &str) 
     .await
 }
 
-async fn email_template(app: &TestApp, token: &str, name: &str) -> i64 {
+pub(crate) async fn email_template(app: &TestApp, token: &str, name: &str) -> i64 {
     let res = app
         .post(
             "/api/v1/templates",
@@ -147,14 +152,14 @@ async fn email_template(app: &TestApp, token: &str, name: &str) -> i64 {
     res.body["id"].as_i64().unwrap()
 }
 
-async fn campaign(app: &TestApp, token: &str, body: Value) -> i64 {
+pub(crate) async fn campaign(app: &TestApp, token: &str, body: Value) -> i64 {
     let res = app.post("/api/v1/campaigns", token, body).await;
     assert_eq!(res.status, StatusCode::CREATED, "{:?}", res.body);
     assert_eq!(res.body["status"], "draft");
     res.body["id"].as_i64().unwrap()
 }
 
-async fn launch(app: &TestApp, token: &str, id: i64) {
+pub(crate) async fn launch(app: &TestApp, token: &str, id: i64) {
     let res = app
         .post(&format!("/api/v1/campaigns/{id}/launch"), token, json!({}))
         .await;
@@ -162,7 +167,7 @@ async fn launch(app: &TestApp, token: &str, id: i64) {
 }
 
 /// Polls the campaign until its status is `status` (a deadline, not a timing assertion).
-async fn wait_status(app: &TestApp, token: &str, id: i64, status: &str) -> Value {
+pub(crate) async fn wait_status(app: &TestApp, token: &str, id: i64, status: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let res = app.get(&format!("/api/v1/campaigns/{id}"), token).await;
@@ -181,7 +186,7 @@ async fn wait_status(app: &TestApp, token: &str, id: i64, status: &str) -> Value
     }
 }
 
-async fn results(app: &TestApp, token: &str, id: i64) -> Value {
+pub(crate) async fn results(app: &TestApp, token: &str, id: i64) -> Value {
     let res = app
         .get(&format!("/api/v1/campaigns/{id}/results"), token)
         .await;
