@@ -38,6 +38,8 @@ pub struct Config {
     pub smtp: SmtpConfig,
     /// Campaign send workers.
     pub campaign: CampaignConfig,
+    /// Encryption of stored provider credentials.
+    pub secrets: SecretsConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -246,6 +248,19 @@ pub struct CampaignConfig {
     pub breaker_failures: u32,
     /// How long an open breaker holds sends before one probe, seconds.
     pub breaker_cool_down_secs: u64,
+    /// `auto` campaigns: channels tried in this order when the client's preferred one cannot
+    /// reach them.
+    pub auto_order: Vec<String>,
+}
+
+/// Encryption of stored provider credentials (channel accounts).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretsConfig {
+    /// Base64 of 32 random bytes. Empty: generated on first start and kept in
+    /// `<data_dir>/secrets.key`.
+    #[serde(serialize_with = "serialize_secret")]
+    pub key: SecretString,
 }
 
 impl Default for CampaignConfig {
@@ -264,6 +279,7 @@ impl Default for CampaignConfig {
             time_zone: "America/Sao_Paulo".into(),
             breaker_failures: 20,
             breaker_cool_down_secs: 30,
+            auto_order: vec!["whatsapp".into(), "sms".into(), "email".into()],
         }
     }
 }
@@ -308,6 +324,7 @@ impl Default for Config {
             segment: SegmentConfig::default(),
             smtp: SmtpConfig::default(),
             campaign: CampaignConfig::default(),
+            secrets: SecretsConfig::default(),
         }
     }
 }
@@ -416,6 +433,7 @@ impl Config {
                 "FAROL_LISTEN" => "server.listen".to_string(),
                 "FAROL_SMTP_URL" => "smtp.url".to_string(),
                 "FAROL_SMTP_FROM" => "smtp.from".to_string(),
+                "FAROL_SECRETS_KEY" => "secrets.key".to_string(),
                 other => match other.strip_prefix("FAROL_") {
                     Some(rest) => rest.to_ascii_lowercase().replace("__", "."),
                     None => continue,
@@ -527,6 +545,18 @@ impl Config {
             return Err(ConfigError(format!(
                 "key `campaign.business_hours`/`campaign.time_zone`: {e}"
             )));
+        }
+        crate::channels::routing::parse_order(&self.campaign.auto_order)
+            .map_err(|e| ConfigError(format!("key `campaign.auto_order`: {e}")))?;
+        let key = self.secrets.key.expose_secret();
+        if !key.is_empty()
+            && farol_channels::credentials::CredentialCipher::new(&farol_channels::Secret::new(key))
+                .is_err()
+        {
+            return Err(ConfigError(
+                "key `secrets.key`: must be base64 of exactly 32 bytes (openssl rand -base64 32)"
+                    .into(),
+            ));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError(format!("key `log.level`: {e}")));

@@ -82,6 +82,10 @@ pub struct CampaignRow {
     pub created_at: i64,
     /// Last change (epoch ms).
     pub updated_at: i64,
+    /// Channel account (`None`: the default of the channel).
+    pub channel_account_id: Option<i64>,
+    /// `auto`: JSON {channel: template id}.
+    pub channel_templates: Option<String>,
 }
 
 impl CampaignRow {
@@ -92,7 +96,7 @@ impl CampaignRow {
 }
 
 const COLUMNS: &str = "id, account_id, name, channel, template_id, audience_id, status, throttle_per_sec, \
-    scheduled_at, launched_at, completed_at, created_by, created_at, updated_at";
+    scheduled_at, launched_at, completed_at, created_by, created_at, updated_at, channel_account_id, channel_templates";
 
 /// One campaign of an account.
 pub async fn get(conn: &mut AnyConnection, account_id: i64, id: i64) -> DbResult<CampaignRow> {
@@ -145,6 +149,10 @@ pub struct NewCampaign {
     pub audience_id: Option<i64>,
     /// Messages per second.
     pub throttle_per_sec: Option<f64>,
+    /// Channel account.
+    pub channel_account_id: Option<i64>,
+    /// `auto`: JSON {channel: template id}.
+    pub channel_templates: Option<String>,
 }
 
 /// Inserts a draft campaign.
@@ -155,8 +163,8 @@ pub async fn insert(
     c: &NewCampaign,
 ) -> DbResult<i64> {
     Ok(sqlx::query_scalar(
-        "insert into campaigns (account_id, name, channel, template_id, audience_id, status, throttle_per_sec, created_by, created_at, updated_at) \
-         values ($1, $2, $3, $4, $5, 'draft', $6, $7, $8, $8) returning id",
+        "insert into campaigns (account_id, name, channel, template_id, audience_id, status, throttle_per_sec, created_by, created_at, updated_at, channel_account_id, channel_templates) \
+         values ($1, $2, $3, $4, $5, 'draft', $6, $7, $8, $8, $9, $10) returning id",
     )
     .bind(account_id)
     .bind(c.name.clone())
@@ -166,6 +174,8 @@ pub async fn insert(
     .bind(c.throttle_per_sec)
     .bind(created_by)
     .bind(now_ms())
+    .bind(c.channel_account_id)
+    .bind(c.channel_templates.clone())
     .fetch_one(conn)
     .await?)
 }
@@ -173,7 +183,8 @@ pub async fn insert(
 /// Rewrites the editable columns.
 pub async fn update(conn: &mut AnyConnection, id: i64, c: &NewCampaign) -> DbResult<()> {
     sqlx::query(
-        "update campaigns set name = $1, template_id = $2, audience_id = $3, throttle_per_sec = $4, updated_at = $5 where id = $6",
+        "update campaigns set name = $1, template_id = $2, audience_id = $3, throttle_per_sec = $4, updated_at = $5, \
+         channel_account_id = $7, channel_templates = $8 where id = $6",
     )
     .bind(c.name.clone())
     .bind(c.template_id)
@@ -181,6 +192,8 @@ pub async fn update(conn: &mut AnyConnection, id: i64, c: &NewCampaign) -> DbRes
     .bind(c.throttle_per_sec)
     .bind(now_ms())
     .bind(id)
+    .bind(c.channel_account_id)
+    .bind(c.channel_templates.clone())
     .execute(conn)
     .await?;
     Ok(())
@@ -263,12 +276,14 @@ pub struct Runnable {
     pub channel: String,
     /// Messages per second.
     pub throttle_per_sec: Option<f64>,
+    /// `auto`: JSON {channel: template id}.
+    pub channel_templates: Option<String>,
 }
 
 /// Running campaigns, oldest first.
 pub async fn running(db: &Db) -> DbResult<Vec<Runnable>> {
     Ok(sqlx::query_as(
-        "select id, account_id, template_id, channel, throttle_per_sec from campaigns where status = 'running' order by id",
+        "select id, account_id, template_id, channel, throttle_per_sec, channel_templates from campaigns where status = 'running' order by id",
     )
     .fetch_all(db.pool())
     .await?)
@@ -277,7 +292,7 @@ pub async fn running(db: &Db) -> DbResult<Vec<Runnable>> {
 /// A campaign if it is running.
 pub async fn runnable(db: &Db, id: i64) -> DbResult<Option<Runnable>> {
     Ok(sqlx::query_as(
-        "select id, account_id, template_id, channel, throttle_per_sec from campaigns where id = $1 and status = 'running'",
+        "select id, account_id, template_id, channel, throttle_per_sec, channel_templates from campaigns where id = $1 and status = 'running'",
     )
     .bind(id)
     .fetch_optional(db.pool())
@@ -333,6 +348,10 @@ pub struct Claimed {
     pub idempotency_key: String,
     /// Unsubscribe token.
     pub unsubscribe_token: String,
+    /// Channel resolved at launch.
+    pub channel: String,
+    /// Channel account resolved at launch (`None`: the configured SMTP).
+    pub channel_account_id: Option<i64>,
 }
 
 /// Claims up to `limit` due recipients of a campaign for `owner` until `now + lease_ms`:
@@ -369,7 +388,7 @@ pub async fn claim(
              attempts = attempts + 1, updated_at = $3 \
              where id in (select id from campaign_recipients where campaign_id = $4 and {pick} \
              limit $5{lock}) \
-             returning id, client_id, address, attempts, idempotency_key, unsubscribe_token"
+             returning id, client_id, address, attempts, idempotency_key, unsubscribe_token, channel, channel_account_id"
         )))
         .bind(owner.to_owned())
         .bind(now + lease_ms)
