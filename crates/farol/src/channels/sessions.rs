@@ -44,6 +44,13 @@ fn out(name: &str, s: SessionStatus) -> SessionOut {
     }
 }
 
+/// Sends use only sessions last seen connected.
+fn mark(built: &Built, name: &str, status: &SessionStatus) {
+    if let Some((pool, _)) = &built.wpp {
+        pool.set_connected(name, status.state == SessionState::Connected);
+    }
+}
+
 fn upstream(e: farol_channels::SendError) -> ApiError {
     ApiError::Unavailable(format!("the WPPConnect server answered: {e}"))
 }
@@ -106,10 +113,12 @@ pub async fn list_sessions(
     user: AuthUser,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<Vec<SessionOut>>> {
-    let (_, sessions) = session(&state, &user, id, None).await?;
+    let (built, sessions) = session(&state, &user, id, None).await?;
     let mut list = Vec::new();
     for s in sessions {
-        list.push(out(s.name(), s.status().await.map_err(upstream)?));
+        let status = s.status().await.map_err(upstream)?;
+        mark(&built, s.name(), &status);
+        list.push(out(s.name(), status));
     }
     Ok(Json(list))
 }
@@ -124,9 +133,11 @@ pub async fn session_status(
     user: AuthUser,
     Path((id, name)): Path<(i64, String)>,
 ) -> ApiResult<Json<SessionOut>> {
-    let (_, sessions) = session(&state, &user, id, Some(&name)).await?;
+    let (built, sessions) = session(&state, &user, id, Some(&name)).await?;
     let s = &sessions[0];
-    Ok(Json(out(s.name(), s.status().await.map_err(upstream)?)))
+    let status = s.status().await.map_err(upstream)?;
+    mark(&built, s.name(), &status);
+    Ok(Json(out(s.name(), status)))
 }
 
 /// Starts a session with Farol's webhook registered; scan the QR code it returns.
@@ -147,9 +158,7 @@ pub async fn start_session(
     );
     let s = &sessions[0];
     let status = s.start(Some(&webhook)).await.map_err(upstream)?;
-    if let Some((pool, _)) = &built.wpp {
-        pool.set_connected(s.name(), status.state == SessionState::Connected);
-    }
+    mark(&built, s.name(), &status);
     Ok(Json(out(s.name(), status)))
 }
 
