@@ -437,6 +437,35 @@ pub async fn defer(db: &Db, id: i64, owner: &str, at: i64) -> DbResult<()> {
     Ok(())
 }
 
+/// Moves a claimed recipient of an `auto` campaign to another channel and puts it back in the
+/// queue, due now (the attempt is not counted); `error` says why it left its channel.
+pub async fn reassign(
+    db: &Db,
+    id: i64,
+    owner: &str,
+    channel: &str,
+    channel_account_id: Option<i64>,
+    address: &str,
+    error: &str,
+) -> DbResult<()> {
+    let now = now_ms();
+    sqlx::query(
+        "update campaign_recipients set channel = $1, channel_account_id = $2, address = $3, error = $4, \
+         status = 'queued', next_attempt_at = $5, lease_owner = null, lease_until = null, \
+         attempts = attempts - 1, updated_at = $5 where id = $6 and lease_owner = $7 and status = 'sending'",
+    )
+    .bind(channel.to_owned())
+    .bind(channel_account_id)
+    .bind(address.to_owned())
+    .bind(error.to_owned())
+    .bind(now)
+    .bind(id)
+    .bind(owner.to_owned())
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
 /// The outcome of one attempt.
 #[derive(Debug, Clone)]
 pub enum Outcome {

@@ -337,6 +337,30 @@ impl Job<'_> {
     }
 
     async fn skip(&self, r: &Claimed, reason: &str) -> anyhow::Result<()> {
+        // An auto campaign tries the client's next channel first.
+        if self.c.channel == Channel::Auto.as_str()
+            && let Some(current) = Channel::parse(&r.channel)
+            && let Some((route, address)) = crate::channels::routing::reroute(
+                &self.s.db,
+                &self.s.channels,
+                self.c.id,
+                r.client_id,
+                current,
+            )
+            .await?
+        {
+            store::reassign(
+                &self.s.db,
+                r.id,
+                self.owner,
+                route.channel.as_str(),
+                route.account,
+                &address,
+                &format!("{reason} on {}", current.as_str()),
+            )
+            .await?;
+            return Ok(());
+        }
         let mut tx = self.s.db.begin().await?;
         store::record(
             &mut tx,
@@ -499,6 +523,9 @@ impl Job<'_> {
                 (self.outcome(&r, result), summary)
             }
         };
+        if let Outcome::Skipped { reason } = &outcome {
+            return self.skip(&r, reason).await;
+        }
         self.finish(&r, channel_name, &address, &outcome, &summary)
             .await
     }

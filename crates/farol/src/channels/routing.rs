@@ -262,15 +262,7 @@ pub async fn snapshot(
     let backend = db.backend();
     let routes = routes(tx, channels, c, order).await?;
     let auto = Channel::parse(&c.channel) == Some(Channel::Auto);
-    // Which channels have a provider template (the WhatsApp window does not stop them).
-    let mut provider_template = false;
-    for (ch, tid) in campaign_templates(c) {
-        if ch == Channel::Whatsapp
-            && let Ok(t) = templates::get(tx, c.account_id, tid).await
-        {
-            provider_template = t.provider_template.is_some();
-        }
-    }
+    let provider_template = has_provider_template(tx, c).await?;
     let ids =
         crate::campaign::audiences::client_ids(tx, backend, c.account_id, c.audience_id).await?;
     let now = now_ms();
@@ -307,17 +299,7 @@ pub async fn snapshot(
                 let cs = contacts.get(client).unwrap_or(&empty);
                 let decision = if auto {
                     let preferred = preferred_channel(cs, segment.get(client).copied(), order);
-                    let mut candidates: Vec<&Route> = Vec::new();
-                    if let Some(p) = preferred
-                        && let Some(r) = routes.iter().find(|r| r.channel == p)
-                    {
-                        candidates.push(r);
-                    }
-                    for r in &routes {
-                        if !candidates.contains(&r) {
-                            candidates.push(r);
-                        }
-                    }
+                    let candidates = candidates(&routes, preferred);
                     let mut first_err = None;
                     let mut found = None;
                     for r in candidates {
@@ -371,6 +353,91 @@ pub async fn snapshot(
     Ok(written)
 }
 
+/// Whether the campaign's WhatsApp template has a provider template (the window does not
+/// stop it).
+async fn has_provider_template(conn: &mut sqlx::AnyConnection, c: &CampaignRow) -> ApiResult<bool> {
+    for (ch, tid) in campaign_templates(c) {
+        if ch == Channel::Whatsapp {
+            match templates::get(conn, c.account_id, tid).await {
+                Ok(t) => return Ok(t.provider_template.is_some()),
+                Err(DbError::NotFound) => return Ok(false),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// A client's routes in the order they are tried: its preferred channel first, then the
+/// campaign's order.
+fn candidates(routes: &[Route], preferred: Option<Channel>) -> Vec<&Route> {
+    let mut out: Vec<&Route> = Vec::new();
+    if let Some(p) = preferred
+        && let Some(r) = routes.iter().find(|r| r.channel == p)
+    {
+        out.push(r);
+    }
+    for r in routes {
+        if !out.contains(&r) {
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// An `auto` recipient that cannot be reached on `current` at send time (opted out or
+/// invalid since launch, outside the WhatsApp window by the provider's account): the next
+/// channel of its order that reaches it, with the address. `None`: no other channel does.
+pub async fn reroute(
+    db: &Db,
+    channels: &Channels,
+    campaign_id: i64,
+    client_id: i64,
+    current: Channel,
+) -> anyhow::Result<Option<(Route, String)>> {
+    let mut conn = db.pool().acquire().await?;
+    let c = crate::campaign::store::get_any(&mut conn, campaign_id).await?;
+    let order = channels.auto_order();
+    let routes = routes(&mut conn, channels, &c, order)
+        .await
+        .map_err(|e| anyhow::anyhow!("routes of campaign {campaign_id}: {e}"))?;
+    let provider_template = has_provider_template(&mut conn, &c)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let rows: Vec<(String, String, i64, i64, Option<i64>, Option<i64>)> = sqlx::query_as(
+        "select kind, value, preferred, opted_out, invalid_at, last_inbound_at from contacts \
+         where client_id = $1 order by preferred desc, id",
+    )
+    .bind(client_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let contacts: Vec<ContactRow> = rows
+        .into_iter()
+        .map(
+            |(kind, value, preferred, opted_out, invalid_at, last_inbound_at)| ContactRow {
+                kind,
+                value,
+                preferred: preferred != 0,
+                opted_out: opted_out != 0,
+                invalid: invalid_at.is_some(),
+                last_inbound_at,
+            },
+        )
+        .collect();
+    let segment = segment_channels(&mut conn, c.account_id, &[client_id])
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let preferred = preferred_channel(&contacts, segment.get(&client_id).copied(), order);
+    let list = candidates(&routes, preferred);
+    let Some(pos) = list.iter().position(|r| r.channel == current) else {
+        return Ok(None);
+    };
+    let now = jiff::Timestamp::now();
+    Ok(list[pos + 1..]
+        .iter()
+        .find_map(|r| reach(r, client_id, &contacts, provider_template, now).ok()))
+}
+
 /// The client's preferred channel: its preferred contact's (a phone means the first of
 /// WhatsApp and SMS in the configured order), else the segmentation's.
 fn preferred_channel(
@@ -395,7 +462,7 @@ fn preferred_channel(
 /// The preferred channel the active segmentation run found for each client (the users
 /// file's `preferred_channel`, kept in the members' features).
 async fn segment_channels(
-    tx: &mut Tx,
+    conn: &mut sqlx::AnyConnection,
     account_id: i64,
     clients: &[i64],
 ) -> ApiResult<HashMap<i64, Channel>> {
@@ -406,7 +473,7 @@ async fn segment_channels(
     q.bind(account_id)
         .push(" and m.client_id in ")
         .bind_list(clients.iter().copied());
-    let rows: Vec<(Option<i64>, String)> = q.query_as().fetch_all(&mut **tx).await?;
+    let rows: Vec<(Option<i64>, String)> = q.query_as().fetch_all(&mut *conn).await?;
     Ok(rows
         .into_iter()
         .filter_map(|(client, features)| {

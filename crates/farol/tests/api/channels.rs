@@ -1188,6 +1188,14 @@ async fn an_auto_campaign_uses_each_clients_preferred_channel_and_falls_back_in_
     );
     // Outside the window and no provider template: SMS.
     let bia = client_with_phone(&app, &admin, "Bia", "11987650051").await;
+    // In the window by our records, but Meta answers 131047 (re-engagement needed): moved to
+    // SMS when sending.
+    let eli = client_with_phone(&app, &admin, "Eli", "11900000003").await;
+    sqlx::query("update contacts set last_inbound_at = $1 where value = '+5511900000003'")
+        .bind(jiff::Timestamp::now().as_millisecond() - 3_600_000)
+        .execute(app.db.pool())
+        .await
+        .unwrap();
     // Opted out of the phone: nothing reaches her.
     let caio = client_with_phone(&app, &admin, "Caio", "11987650052").await;
     sqlx::query("update contacts set opted_out = 1 where value = '+5511987650052'")
@@ -1240,6 +1248,10 @@ async fn an_auto_campaign_uses_each_clients_preferred_channel_and_falls_back_in_
         ("sent", "sms")
     );
     assert_eq!(
+        (rec[&eli].0.as_str(), rec[&eli].2.as_str()),
+        ("sent", "sms")
+    );
+    assert_eq!(
         rec[&caio],
         (
             "skipped".into(),
@@ -1249,10 +1261,16 @@ async fn an_auto_campaign_uses_each_clients_preferred_channel_and_falls_back_in_
     );
     assert_eq!(rec[&dani].1.as_deref(), Some("no_address"));
     assert_eq!(r["by_channel"]["whatsapp"]["sent"], 1);
-    assert_eq!(r["by_channel"]["sms"]["sent"], 1);
+    assert_eq!(r["by_channel"]["sms"]["sent"], 2);
+    assert_eq!(meta.all().len(), 1);
     assert_eq!(meta.all()[0]["body"]["text"]["body"], "WA Ana");
-    assert_eq!(twilio.all()[0]["Body"], "SMS Bia");
-    assert_eq!(twilio.all().len(), 1);
+    let mut sms: Vec<String> = twilio
+        .all()
+        .iter()
+        .map(|f| f["Body"].as_str().unwrap().to_owned())
+        .collect();
+    sms.sort();
+    assert_eq!(sms, vec!["SMS Bia", "SMS Eli"]);
     let got = app.get(&format!("/api/v1/campaigns/{cid}"), &admin).await;
     assert_eq!(
         got.body["templates"],
@@ -1320,12 +1338,23 @@ async fn the_cli_creates_an_sms_campaign_on_a_stored_channel_account() {
     let id = created["id"].as_i64().unwrap();
     let out = crate::helpers::farol_bin(&data_dir, &db_url)
         .args(["campaign", "launch", &id.to_string(), "--wait", "--json"])
+        .env("FAROL_LOG__LEVEL", "debug")
         .output_async()
         .await;
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    // The process decrypted the token to send; nothing it logged or printed contains it.
+    for stream in [&out.stdout, &out.stderr] {
+        let text = String::from_utf8_lossy(stream);
+        assert!(!text.contains(TWILIO_TOKEN), "secret in the output: {text}");
+    }
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("DEBUG")
+            || String::from_utf8_lossy(&out.stdout).contains("DEBUG"),
+        "debug logging was on"
     );
     let sent = twilio.all();
     assert_eq!(
