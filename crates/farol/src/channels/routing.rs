@@ -192,6 +192,31 @@ pub async fn routes(
     Ok(out)
 }
 
+/// A contact as read for routing.
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct RawContact {
+    client_id: i64,
+    kind: String,
+    value: String,
+    preferred: i64,
+    opted_out: i64,
+    invalid_at: Option<i64>,
+    last_inbound_at: Option<i64>,
+}
+
+impl From<RawContact> for ContactRow {
+    fn from(r: RawContact) -> Self {
+        ContactRow {
+            kind: r.kind,
+            value: r.value,
+            preferred: r.preferred != 0,
+            opted_out: r.opted_out != 0,
+            invalid: r.invalid_at.is_some(),
+            last_inbound_at: r.last_inbound_at,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct ContactRow {
     kind: String,
@@ -274,18 +299,10 @@ pub async fn snapshot(
         );
         q.bind_list(chunk.iter().copied())
             .push(" order by client_id, preferred desc, id");
-        let rows: Vec<(i64, String, String, i64, i64, Option<i64>, Option<i64>)> =
-            q.query_as().fetch_all(&mut **tx).await?;
+        let rows: Vec<RawContact> = q.query_as().fetch_all(&mut **tx).await?;
         let mut contacts: HashMap<i64, Vec<ContactRow>> = HashMap::new();
-        for (client, kind, value, preferred, opted_out, invalid_at, last_inbound_at) in rows {
-            contacts.entry(client).or_default().push(ContactRow {
-                kind,
-                value,
-                preferred: preferred != 0,
-                opted_out: opted_out != 0,
-                invalid: invalid_at.is_some(),
-                last_inbound_at,
-            });
+        for r in rows {
+            contacts.entry(r.client_id).or_default().push(r.into());
         }
         let segment = if auto {
             segment_channels(tx, c.account_id, chunk).await?
@@ -404,26 +421,14 @@ pub async fn reroute(
     let provider_template = has_provider_template(&mut conn, &c)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let rows: Vec<(String, String, i64, i64, Option<i64>, Option<i64>)> = sqlx::query_as(
-        "select kind, value, preferred, opted_out, invalid_at, last_inbound_at from contacts \
+    let rows: Vec<RawContact> = sqlx::query_as(
+        "select client_id, kind, value, preferred, opted_out, invalid_at, last_inbound_at from contacts \
          where client_id = $1 order by preferred desc, id",
     )
     .bind(client_id)
     .fetch_all(&mut *conn)
     .await?;
-    let contacts: Vec<ContactRow> = rows
-        .into_iter()
-        .map(
-            |(kind, value, preferred, opted_out, invalid_at, last_inbound_at)| ContactRow {
-                kind,
-                value,
-                preferred: preferred != 0,
-                opted_out: opted_out != 0,
-                invalid: invalid_at.is_some(),
-                last_inbound_at,
-            },
-        )
-        .collect();
+    let contacts: Vec<ContactRow> = rows.into_iter().map(Into::into).collect();
     let segment = segment_channels(&mut conn, c.account_id, &[client_id])
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
