@@ -1389,3 +1389,191 @@ async fn the_cli_creates_an_sms_campaign_on_a_stored_channel_account() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// SendGrid v3 Mail Send: bearer key, 202 with `X-Message-Id`.
+async fn sendgrid_server() -> (String, Arc<Seen>) {
+    async fn send(State(seen): State<Arc<Seen>>, headers: HeaderMap, body: Bytes) -> Response {
+        if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer SG.key") {
+            return json_response(
+                401,
+                json!({"errors": [{"message": "The provided authorization grant is invalid, expired, or revoked", "field": null}]}),
+            );
+        }
+        let n = seen.push(serde_json::from_slice(&body).unwrap());
+        (
+            AxStatus::ACCEPTED,
+            [("x-message-id", format!("sgmsg{n}"))],
+            "",
+        )
+            .into_response()
+    }
+    let seen = Arc::new(Seen::default());
+    let router = Router::new()
+        .route("/v3/mail/send", post(send))
+        .with_state(seen.clone());
+    (serve(router).await, seen)
+}
+
+fn openssl(args: &[&str], dir: &std::path::Path) -> Vec<u8> {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("the openssl CLI is needed to sign SendGrid events");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[tokio::test]
+async fn an_email_campaign_over_sendgrid_takes_signed_events_and_ses_refuses_unsigned_ones() {
+    let app = app().await;
+    let admin = app.admin().await;
+    let (base, sendgrid) = sendgrid_server().await;
+    // SendGrid's signed event webhook: an ECDSA P-256 key pair, the public half in settings.
+    let keys = tempfile::tempdir().unwrap();
+    openssl(
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "key.pem",
+        ],
+        keys.path(),
+    );
+    let public_der = openssl(
+        &["ec", "-in", "key.pem", "-pubout", "-outform", "DER"],
+        keys.path(),
+    );
+    let public = base64::engine::general_purpose::STANDARD.encode(public_der);
+    let acc = account(
+        &app,
+        &admin,
+        json!({"name": "SendGrid", "provider": "sendgrid", "is_default": true,
+               "settings": {"from_email": "noreply@farol.test", "from_name": "Farol", "base_url": base, "webhook_public_key": public},
+               "secrets": {"api_key": "SG.key"}}),
+    )
+    .await;
+    let ana = app
+        .client(
+            &admin,
+            json!({"name": "Ana", "contacts": [{"kind": "email", "value": "ana@example.com"}]}),
+        )
+        .await["id"]
+        .as_i64()
+        .unwrap();
+    let t = template(
+        &app,
+        &admin,
+        json!({"name": "mail", "channel": "email", "subject": "Oi {{ nome }}", "html": "<p>Olá {{ nome }}</p>"}),
+    )
+    .await;
+    let (cid, r) = run_campaign(
+        &app,
+        &admin,
+        json!({"name": "SG", "channel": "email", "template_id": t}),
+    )
+    .await;
+    assert_eq!(r["sent"], 1, "{r}");
+    let sent = sendgrid.all();
+    assert_eq!(
+        sent[0]["personalizations"][0]["to"][0]["email"],
+        "ana@example.com"
+    );
+    assert_eq!(sent[0]["subject"], "Oi Ana");
+    assert_eq!(
+        sent[0]["custom_args"]["farol_key"],
+        format!("campaign:{cid}:client:{ana}")
+    );
+
+    let events = serde_json::to_vec(&json!([
+        {"email": "ana@example.com", "timestamp": 1763870000, "event": "delivered", "sg_event_id": "ev1", "sg_message_id": "sgmsg1.filter0001.16648.5515E0B88.0"},
+        {"email": "ana@example.com", "timestamp": 1763870100, "event": "open", "sg_event_id": "ev2", "sg_message_id": "sgmsg1.filter0001.16648.5515E0B88.0"}
+    ]))
+    .unwrap();
+    let timestamp = jiff::Timestamp::now().as_second().to_string();
+    let mut signed = timestamp.clone().into_bytes();
+    signed.extend_from_slice(&events);
+    std::fs::write(keys.path().join("payload"), &signed).unwrap();
+    let sig = base64::engine::general_purpose::STANDARD.encode(openssl(
+        &["dgst", "-sha256", "-sign", "key.pem", "payload"],
+        keys.path(),
+    ));
+    let path = format!("/api/v1/webhooks/sendgrid/{acc}");
+    let headers = |sig: &str| {
+        vec![
+            ("x-twilio-email-event-webhook-signature", sig.to_owned()),
+            ("x-twilio-email-event-webhook-timestamp", timestamp.clone()),
+        ]
+    };
+    assert_eq!(
+        post_raw(&app, &path, "application/json", &[], events.clone()).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let mut tampered = events.clone();
+    tampered[10] ^= 1;
+    assert_eq!(
+        post_raw(&app, &path, "application/json", &headers(&sig), tampered).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        results(&app, &admin, cid).await["engagement"]["delivered"],
+        0
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            post_raw(
+                &app,
+                &path,
+                "application/json",
+                &headers(&sig),
+                events.clone()
+            )
+            .await,
+            StatusCode::OK
+        );
+    }
+    let r = results(&app, &admin, cid).await;
+    assert_eq!(r["by_channel"]["email"]["engagement"]["delivered"], 1);
+    assert_eq!(r["by_channel"]["email"]["engagement"]["read"], 1);
+    let kinds = timeline_kinds(&app, &admin, ana).await;
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "delivery_status").count(),
+        2,
+        "{kinds:?}"
+    );
+
+    // SES via SNS: a message not signed by Amazon SNS is refused.
+    let ses = account(
+        &app,
+        &admin,
+        json!({"name": "SES", "provider": "ses",
+               "settings": {"region": "sa-east-1", "from": "noreply@farol.test", "access_key_id": "AKIDEXAMPLE",
+                            "sns_topic_arns": ["arn:aws:sns:sa-east-1:123456789012:ses-events"]},
+               "secrets": {"secret_access_key": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"}}),
+    )
+    .await;
+    let forged = serde_json::to_vec(&json!({
+        "Type": "Notification", "MessageId": "m1", "TopicArn": "arn:aws:sns:sa-east-1:123456789012:ses-events",
+        "Message": "{\"notificationType\":\"Bounce\"}", "Timestamp": "2026-11-23T02:00:00.000Z",
+        "SignatureVersion": "1", "Signature": "AAAA", "SigningCertURL": "https://evil.example.com/cert.pem"
+    }))
+    .unwrap();
+    assert_eq!(
+        post_raw(
+            &app,
+            &format!("/api/v1/webhooks/ses/{ses}"),
+            "text/plain",
+            &[],
+            forged
+        )
+        .await,
+        StatusCode::UNAUTHORIZED
+    );
+}
