@@ -995,6 +995,41 @@ async fn an_sms_campaign_over_twilio_retries_429_marks_invalid_numbers_and_takes
         r["by_channel"]["sms"]["engagement"],
         json!({"delivered": 1, "read": 0, "bounced": 0, "replied": 1, "opted_out": 1})
     );
+
+    // An edited account is rebuilt: with a wrong auth token the next send fails with Twilio's
+    // authentication error.
+    let res = app
+        .patch(
+            &format!("/api/v1/channel-accounts/{acc}"),
+            &admin,
+            json!({"secrets": {"auth_token": "not-the-token"}}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{:?}", res.body);
+    let dani = client_with_phone(&app, &admin, "Dani", "11987650021").await;
+    let only = app
+        .post(
+            "/api/v1/audiences",
+            &admin,
+            json!({"name": "dani", "client_ids": [dani]}),
+        )
+        .await
+        .body["id"]
+        .as_i64()
+        .unwrap();
+    let (c2, _) = run_campaign(
+        &app,
+        &admin,
+        json!({"name": "SMS2", "channel": "sms", "template_id": t, "audience_id": only}),
+    )
+    .await;
+    let rec = recipients(&app, c2).await;
+    assert_eq!(rec[&dani].0, "failed");
+    assert!(
+        rec[&dani].1.as_deref().unwrap().contains("20003"),
+        "{:?}",
+        rec[&dani]
+    );
 }
 
 #[tokio::test]
