@@ -230,7 +230,9 @@ pub async fn apply_status(db: &Db, built: &Built, ev: &DeliveryEvent) -> anyhow:
     .fetch_optional(&mut *tx)
     .await?;
     let Some((rid, campaign_id, client_id, channel, address)) = recipient else {
-        tx.commit().await?;
+        // Not ours, or not recorded yet (a status racing the send's commit): the key is not
+        // kept, so a provider retry can still apply it.
+        tx.rollback().await?;
         return Ok(false);
     };
     let at = ev

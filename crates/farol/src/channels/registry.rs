@@ -133,6 +133,38 @@ impl Registry {
         Ok(Some(built))
     }
 
+    /// The account for webhook verification and effects: its adapter when it can be built,
+    /// else (a WPPConnect server unreachable for tokens...) its settings and secrets without
+    /// one, so webhooks keep working; that fallback is not cached.
+    pub async fn for_webhooks(&self, id: i64) -> anyhow::Result<Option<Arc<Built>>> {
+        match self.get(id).await {
+            Ok(b) => Ok(b),
+            Err(e) => {
+                tracing::warn!(channel_account = id, error = %e, "adapter unavailable; verifying the webhook without it");
+                let mut conn = self.db.pool().acquire().await?;
+                let Some(row) = accounts::get_any(&mut conn, id).await? else {
+                    return Ok(None);
+                };
+                let secrets = row.decrypt(&self.cipher).map_err(|e| {
+                    anyhow::anyhow!("channel account {id}: cannot decrypt its secrets ({e})")
+                })?;
+                Ok(Some(Arc::new(Built {
+                    id: row.id,
+                    account_id: row.account_id,
+                    updated_at: row.updated_at,
+                    enabled: row.enabled != 0,
+                    provider: row.provider(),
+                    channel: Arc::new(WppSessionPool::new(Vec::new())),
+                    breaker: CircuitBreaker::new(self.breaker_failures, self.cool_down),
+                    webhook_url: None,
+                    wpp: None,
+                    settings: row.settings(),
+                    secrets,
+                })))
+            }
+        }
+    }
+
     async fn build(&self, row: &AccountRow) -> anyhow::Result<Built> {
         let provider = row.provider();
         let secrets = row.decrypt(&self.cipher).map_err(|e| {

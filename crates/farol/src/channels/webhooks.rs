@@ -27,7 +27,11 @@ async fn account(state: &AppState, id: i64, provider: Provider) -> ApiResult<Arc
         .channels
         .registry()
         .ok_or_else(|| ApiError::Unavailable("channel accounts are not available".into()))?;
-    match registry.get(id).await.map_err(ApiError::Internal)? {
+    match registry
+        .for_webhooks(id)
+        .await
+        .map_err(ApiError::Internal)?
+    {
         Some(b) if b.provider == provider => Ok(b),
         _ => Err(ApiError::NotFound("channel account")),
     }
