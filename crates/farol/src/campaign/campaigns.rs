@@ -113,6 +113,8 @@ pub struct CampaignPatch {
     pub throttle_per_sec: Option<f64>,
     /// New channel account.
     pub channel_account_id: Option<i64>,
+    /// `auto`: new templates per channel.
+    pub templates: Option<BTreeMap<Channel, i64>>,
 }
 
 fn not_found(e: DbError) -> ApiError {
@@ -581,7 +583,8 @@ pub async fn update_campaign(
     let structural = patch.name.is_some()
         || patch.template_id.is_some()
         || patch.audience_id.is_some()
-        || patch.channel_account_id.is_some();
+        || patch.channel_account_id.is_some()
+        || patch.templates.is_some();
     if structural && before.status() != Status::Draft {
         return Err(ApiError::Conflict {
             field: "status".into(),
@@ -602,8 +605,25 @@ pub async fn update_campaign(
             None => before.throttle_per_sec,
         },
         channel_account_id: patch.channel_account_id.or(before.channel_account_id),
-        channel_templates: before.channel_templates.clone(),
+        channel_templates: match &patch.templates {
+            Some(t) if before.channel == Channel::Auto.as_str() => {
+                Some(serde_json::to_string(t).expect("map serializes"))
+            }
+            Some(_) => {
+                return Err(ApiError::field(
+                    "templates",
+                    "not_allowed",
+                    "only auto campaigns have templates per channel; change template_id",
+                ));
+            }
+            None => before.channel_templates.clone(),
+        },
     };
+    if patch.template_id.is_none()
+        && let Some(first) = patch.templates.as_ref().and_then(|t| t.values().next())
+    {
+        new.template_id = *first;
+    }
     check(&state.db, user.account_id, &mut new).await?;
     let mut tx = state.db.begin().await?;
     store::update(&mut tx, id, &new).await?;

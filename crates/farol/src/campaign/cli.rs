@@ -369,6 +369,13 @@ fn print_results(r: &Results, json: bool) {
         c.queued,
         c.sending
     );
+    let e = &c.engagement;
+    if e != &Default::default() {
+        println!(
+            "  after sending: {} delivered, {} read, {} bounced, {} replied, {} opted out",
+            e.delivered, e.read, e.bounced, e.replied, e.opted_out
+        );
+    }
 }
 
 /// `farol worker`: import and send workers without the HTTP server, until SIGTERM/Ctrl-C;

@@ -1,8 +1,8 @@
 //! Which channel and channel account each recipient of a campaign goes through, decided at
 //! launch: one channel (the campaign's account, else the tenant's default account of the
 //! channel, else the configuration's SMTP account for e-mail), or `auto` — each client on its
-//! preferred channel (the contact marked preferred, else the channel the active segmentation
-//! found for it, else the configured order), falling back in `campaign.auto_order` when it
+//! preferred channel (the one the active segmentation found for it), then the configured
+//! order, falling back in `campaign.auto_order` when it
 //! cannot be reached there (no such contact, opted out, invalid, outside the WhatsApp window
 //! without a provider template).
 
@@ -198,7 +198,6 @@ struct RawContact {
     client_id: i64,
     kind: String,
     value: String,
-    preferred: i64,
     opted_out: i64,
     invalid_at: Option<i64>,
     last_inbound_at: Option<i64>,
@@ -209,7 +208,6 @@ impl From<RawContact> for ContactRow {
         ContactRow {
             kind: r.kind,
             value: r.value,
-            preferred: r.preferred != 0,
             opted_out: r.opted_out != 0,
             invalid: r.invalid_at.is_some(),
             last_inbound_at: r.last_inbound_at,
@@ -221,7 +219,6 @@ impl From<RawContact> for ContactRow {
 struct ContactRow {
     kind: String,
     value: String,
-    preferred: bool,
     opted_out: bool,
     invalid: bool,
     last_inbound_at: Option<i64>,
@@ -295,7 +292,7 @@ pub async fn snapshot(
     let mut written = 0;
     for chunk in ids.chunks(1000) {
         let mut q = SqlBuilder::new(
-            "select client_id, kind, value, preferred, opted_out, invalid_at, last_inbound_at from contacts where client_id in ",
+            "select client_id, kind, value, opted_out, invalid_at, last_inbound_at from contacts where client_id in ",
         );
         q.bind_list(chunk.iter().copied())
             .push(" order by client_id, preferred desc, id");
@@ -315,7 +312,7 @@ pub async fn snapshot(
                 let empty = Vec::new();
                 let cs = contacts.get(client).unwrap_or(&empty);
                 let decision = if auto {
-                    let preferred = preferred_channel(cs, segment.get(client).copied(), order);
+                    let preferred = preferred_channel(segment.get(client).copied());
                     let candidates = candidates(&routes, preferred);
                     let mut first_err = None;
                     let mut found = None;
@@ -422,7 +419,7 @@ pub async fn reroute(
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let rows: Vec<RawContact> = sqlx::query_as(
-        "select client_id, kind, value, preferred, opted_out, invalid_at, last_inbound_at from contacts \
+        "select client_id, kind, value, opted_out, invalid_at, last_inbound_at from contacts \
          where client_id = $1 order by preferred desc, id",
     )
     .bind(client_id)
@@ -432,7 +429,7 @@ pub async fn reroute(
     let segment = segment_channels(&mut conn, c.account_id, &[client_id])
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let preferred = preferred_channel(&contacts, segment.get(&client_id).copied(), order);
+    let preferred = preferred_channel(segment.get(&client_id).copied());
     let list = candidates(&routes, preferred);
     let Some(pos) = list.iter().position(|r| r.channel == current) else {
         return Ok(None);
@@ -443,24 +440,10 @@ pub async fn reroute(
         .find_map(|r| reach(r, client_id, &contacts, provider_template, now).ok()))
 }
 
-/// The client's preferred channel: its preferred contact's (a phone means the first of
-/// WhatsApp and SMS in the configured order), else the segmentation's.
-fn preferred_channel(
-    contacts: &[ContactRow],
-    segment: Option<Channel>,
-    order: &[Channel],
-) -> Option<Channel> {
-    if let Some(c) = contacts.iter().find(|c| c.preferred) {
-        return if c.kind == "email" {
-            Some(Channel::Email)
-        } else {
-            order
-                .iter()
-                .copied()
-                .find(|ch| matches!(ch, Channel::Whatsapp | Channel::Sms))
-                .or(Some(Channel::Whatsapp))
-        };
-    }
+/// The client's preferred channel: the one the active segmentation found for it. (A contact's
+/// `preferred` flag is per kind — every client has a preferred phone and a preferred e-mail
+/// when it has both — so it picks the address within a channel, not the channel.)
+fn preferred_channel(segment: Option<Channel>) -> Option<Channel> {
     segment
 }
 

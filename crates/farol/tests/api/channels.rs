@@ -1246,6 +1246,44 @@ async fn an_auto_campaign_uses_each_clients_preferred_channel_and_falls_back_in_
         .await["id"]
         .as_i64()
         .unwrap();
+    // In the window, but the active segmentation says this player prefers SMS: SMS.
+    let gabi = client_with_phone(&app, &admin, "Gabi", "11987650053").await;
+    assert_eq!(
+        meta_webhook(
+            &app,
+            wa,
+            &meta_inbound("wamid.g", "5511987650053", "oi"),
+            APP_SECRET
+        )
+        .await,
+        StatusCode::OK
+    );
+    let account_id: i64 = sqlx::query_scalar("select account_id from clients where id = $1")
+        .bind(gabi)
+        .fetch_one(app.db.pool())
+        .await
+        .unwrap();
+    for (active, channel) in [(0, "whatsapp"), (1, "sms")] {
+        let run: i64 = sqlx::query_scalar(
+            "insert into segment_runs (account_id, status, params, active, created_at) values ($1, 'completed', '{}', $2, $3) returning id",
+        )
+        .bind(account_id)
+        .bind(active)
+        .bind(jiff::Timestamp::now().as_millisecond())
+        .fetch_one(app.db.pool())
+        .await
+        .unwrap();
+        sqlx::query(
+            "insert into segment_members (run_id, account_id, user_ext_id, client_id, label, features) values ($1, $2, 'g1', $3, 0, $4)",
+        )
+        .bind(run)
+        .bind(account_id)
+        .bind(gabi)
+        .bind(json!({"user_id": "g1", "channel": channel}).to_string())
+        .execute(app.db.pool())
+        .await
+        .unwrap();
+    }
     let t_wa = template(
         &app,
         &admin,
@@ -1267,6 +1305,35 @@ async fn an_auto_campaign_uses_each_clients_preferred_channel_and_falls_back_in_
         )
         .await;
     assert_eq!(res.fields(), vec!["templates.whatsapp"], "{:?}", res.body);
+    let draft = app
+        .post(
+            "/api/v1/campaigns",
+            &admin,
+            json!({"name": "draft", "channel": "auto", "templates": {"whatsapp": t_wa}}),
+        )
+        .await;
+    assert_eq!(draft.status, StatusCode::CREATED, "{:?}", draft.body);
+    let path = format!("/api/v1/campaigns/{}", draft.body["id"]);
+    let res = app
+        .patch(
+            &path,
+            &admin,
+            json!({"templates": {"whatsapp": t_wa, "sms": t_sms}}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{:?}", res.body);
+    assert_eq!(
+        res.body["templates"],
+        json!({"whatsapp": t_wa, "sms": t_sms})
+    );
+    let res = app
+        .patch(&path, &admin, json!({"templates": {"sms": t_wa}}))
+        .await;
+    assert_eq!(res.fields(), vec!["templates.sms"], "{:?}", res.body);
+    assert_eq!(
+        app.delete(&path, &admin).await.status,
+        StatusCode::NO_CONTENT
+    );
     let (cid, r) = run_campaign(
         &app,
         &admin,
@@ -1287,6 +1354,11 @@ async fn an_auto_campaign_uses_each_clients_preferred_channel_and_falls_back_in_
         ("sent", "sms")
     );
     assert_eq!(
+        (rec[&gabi].0.as_str(), rec[&gabi].2.as_str()),
+        ("sent", "sms"),
+        "the active run's preference wins over the order"
+    );
+    assert_eq!(
         rec[&caio],
         (
             "skipped".into(),
@@ -1296,7 +1368,7 @@ async fn an_auto_campaign_uses_each_clients_preferred_channel_and_falls_back_in_
     );
     assert_eq!(rec[&dani].1.as_deref(), Some("no_address"));
     assert_eq!(r["by_channel"]["whatsapp"]["sent"], 1);
-    assert_eq!(r["by_channel"]["sms"]["sent"], 2);
+    assert_eq!(r["by_channel"]["sms"]["sent"], 3);
     assert_eq!(meta.all().len(), 1);
     assert_eq!(meta.all()[0]["body"]["text"]["body"], "WA Ana");
     let mut sms: Vec<String> = twilio
@@ -1305,7 +1377,7 @@ async fn an_auto_campaign_uses_each_clients_preferred_channel_and_falls_back_in_
         .map(|f| f["Body"].as_str().unwrap().to_owned())
         .collect();
     sms.sort();
-    assert_eq!(sms, vec!["SMS Bia", "SMS Eli"]);
+    assert_eq!(sms, vec!["SMS Bia", "SMS Eli", "SMS Gabi"]);
     let got = app.get(&format!("/api/v1/campaigns/{cid}"), &admin).await;
     assert_eq!(
         got.body["templates"],
