@@ -33,9 +33,9 @@ fn venv_python() -> PathBuf {
 }
 
 /// A real SMTP server (aiosmtpd) saving each message as JSON.
-struct Sink {
+pub(crate) struct Sink {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     dir: tempfile::TempDir,
 }
 
@@ -48,7 +48,7 @@ impl Drop for Sink {
 
 impl Sink {
     /// `rejects`: `address=CODE[:TIMES]` rules (see smtp_sink.py).
-    fn start(rejects: &[&str]) -> Sink {
+    pub(crate) fn start(rejects: &[&str]) -> Sink {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/smtp_sink.py");
         let dir = tempfile::tempdir().unwrap();
         let mut cmd = Command::new(venv_python());
@@ -90,7 +90,7 @@ impl Sink {
         out
     }
 
-    fn to(&self, address: &str) -> Vec<Value> {
+    pub(crate) fn to(&self, address: &str) -> Vec<Value> {
         self.messages()
             .into_iter()
             .filter(|m| {
@@ -104,7 +104,7 @@ impl Sink {
     }
 }
 
-fn header<'a>(msg: &'a Value, name: &str) -> Option<&'a str> {
+pub(crate) fn header<'a>(msg: &'a Value, name: &str) -> Option<&'a str> {
     msg["headers"].as_array().unwrap().iter().find_map(|h| {
         (h[0].as_str().unwrap().eq_ignore_ascii_case(name)).then(|| h[1].as_str().unwrap())
     })

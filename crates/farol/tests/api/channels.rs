@@ -1684,3 +1684,60 @@ async fn an_email_campaign_over_sendgrid_takes_signed_events_and_ses_refuses_uns
         StatusCode::UNAUTHORIZED
     );
 }
+
+#[tokio::test]
+async fn an_smtp_channel_account_sends_email_campaigns_instead_of_the_configured_smtp() {
+    let sink = crate::campaigns::Sink::start(&[]);
+    let app = app().await;
+    let admin = app.admin().await;
+    let acc = account(
+        &app,
+        &admin,
+        json!({"name": "Relay", "provider": "smtp",
+               "settings": {"host": "127.0.0.1", "port": sink.port, "security": "none",
+                            "from": "Farol Vendas <vendas@farol.test>"}}),
+    )
+    .await;
+    let ana = app
+        .client(
+            &admin,
+            json!({"name": "Ana", "contacts": [{"kind": "email", "value": "ana@example.com"}]}),
+        )
+        .await["id"]
+        .as_i64()
+        .unwrap();
+    let t = template(
+        &app,
+        &admin,
+        json!({"name": "m", "channel": "email", "subject": "Oi {{ nome }}", "text": "Olá {{ nome }}"}),
+    )
+    .await;
+    // No default e-mail account and no configured SMTP: launching needs the account named.
+    let res = app
+        .post(
+            "/api/v1/campaigns",
+            &admin,
+            json!({"name": "none", "channel": "email", "template_id": t}),
+        )
+        .await;
+    let id = res.body["id"].as_i64().unwrap();
+    let res = app
+        .post(&format!("/api/v1/campaigns/{id}/launch"), &admin, json!({}))
+        .await;
+    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(res.fields(), vec!["channel"]);
+    let (cid, r) = run_campaign(
+        &app,
+        &admin,
+        json!({"name": "Relay", "channel": "email", "template_id": t, "channel_account_id": acc}),
+    )
+    .await;
+    assert_eq!(r["sent"], 1, "{r}");
+    let got = sink.to("ana@example.com");
+    assert_eq!(got.len(), 1);
+    let from = crate::campaigns::header(&got[0], "From").unwrap();
+    assert!(from.contains("vendas@farol.test"), "{from}");
+    assert!(crate::campaigns::header(&got[0], "List-Unsubscribe").is_some());
+    let rec = recipients(&app, cid).await;
+    assert_eq!(rec[&ana].0, "sent");
+}
