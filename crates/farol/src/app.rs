@@ -77,7 +77,13 @@ impl App {
         };
         let segment_cache =
             crate::segment::cache::SegmentCache::new(redis.clone(), &config.redis.key_prefix);
-        let channels = crate::campaign::Channels::from_config(&config)?;
+        let secrets = Arc::new(crate::channels::load_or_create_key(&config)?);
+        let registry = Arc::new(crate::channels::registry::Registry::new(
+            db.clone(),
+            secrets.clone(),
+            &config,
+        ));
+        let channels = crate::campaign::Channels::from_config(&config)?.with_registry(registry);
         let state = AppState {
             db,
             config: Arc::new(config),
@@ -92,6 +98,7 @@ impl App {
             segment_cache,
             channels,
             campaign_wake: Arc::default(),
+            secrets,
         };
         Ok(App { state })
     }

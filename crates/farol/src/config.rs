@@ -40,6 +40,8 @@ pub struct Config {
     pub campaign: CampaignConfig,
     /// Smartico sync of segmentation runs.
     pub smartico: SmarticoSettings,
+    /// Encryption of stored provider credentials.
+    pub secrets: SecretsConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -276,6 +278,19 @@ pub struct CampaignConfig {
     /// Audience score classes: `warm` is a score ≥ this (and below `score_hot_min`); `cold`
     /// is below.
     pub score_warm_min: i64,
+    /// `auto` campaigns: channels tried in this order when the client's preferred one cannot
+    /// reach them.
+    pub auto_order: Vec<String>,
+}
+
+/// Encryption of stored provider credentials (channel accounts).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretsConfig {
+    /// Base64 of 32 random bytes. Empty: generated on first start and kept in
+    /// `<data_dir>/secrets.key`.
+    #[serde(serialize_with = "serialize_secret")]
+    pub key: SecretString,
 }
 
 impl Default for CampaignConfig {
@@ -294,6 +309,7 @@ impl Default for CampaignConfig {
             time_zone: "America/Sao_Paulo".into(),
             breaker_failures: 20,
             breaker_cool_down_secs: 30,
+            auto_order: vec!["whatsapp".into(), "sms".into(), "email".into()],
             frequency_cap: 0,
             frequency_window_hours: 24,
             score_hot_min: 70,
@@ -391,6 +407,7 @@ impl Default for Config {
             smtp: SmtpConfig::default(),
             campaign: CampaignConfig::default(),
             smartico: SmarticoSettings::default(),
+            secrets: SecretsConfig::default(),
         }
     }
 }
@@ -499,6 +516,7 @@ impl Config {
                 "FAROL_LISTEN" => "server.listen".to_string(),
                 "FAROL_SMTP_URL" => "smtp.url".to_string(),
                 "FAROL_SMTP_FROM" => "smtp.from".to_string(),
+                "FAROL_SECRETS_KEY" => "secrets.key".to_string(),
                 other => match other.strip_prefix("FAROL_") {
                     Some(rest) => rest.to_ascii_lowercase().replace("__", "."),
                     None => continue,
@@ -646,6 +664,18 @@ impl Config {
             return Err(ConfigError(format!(
                 "key `campaign.business_hours`/`campaign.time_zone`: {e}"
             )));
+        }
+        crate::channels::routing::parse_order(&self.campaign.auto_order)
+            .map_err(|e| ConfigError(format!("key `campaign.auto_order`: {e}")))?;
+        let key = self.secrets.key.expose_secret();
+        if !key.is_empty()
+            && farol_channels::credentials::CredentialCipher::new(&farol_channels::Secret::new(key))
+                .is_err()
+        {
+            return Err(ConfigError(
+                "key `secrets.key`: must be base64 of exactly 32 bytes (openssl rand -base64 32)"
+                    .into(),
+            ));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError(format!("key `log.level`: {e}")));

@@ -17,6 +17,7 @@ pub mod audit;
 pub mod auth;
 pub mod bench;
 pub mod campaign;
+pub mod channels;
 pub mod cli;
 pub mod config;
 pub mod crm;

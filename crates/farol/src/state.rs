@@ -40,6 +40,8 @@ pub struct AppState {
     pub channels: crate::campaign::Channels,
     /// Wakes the send workers when a campaign is launched or resumed.
     pub campaign_wake: Arc<tokio::sync::Notify>,
+    /// Encrypts and decrypts channel account secrets.
+    pub secrets: Arc<farol_channels::credentials::CredentialCipher>,
 }
 
 impl AppState {

@@ -153,6 +153,7 @@ impl From<sqlx::Error> for ApiError {
 fn singular(table: &str) -> &str {
     match table {
         "clients" => "client",
+        "channel_accounts" => "channel account",
         "contacts" => "contact",
         "users" => "user",
         "tags" => "tag",

@@ -88,6 +88,7 @@ fn v1() -> OpenApiRouter<AppState> {
         .merge(crate::import::router())
         .merge(crate::segment::router())
         .merge(crate::campaign::router())
+        .merge(crate::channels::router())
 }
 
 /// The OpenAPI document (also served at `/api/v1/openapi.json`).

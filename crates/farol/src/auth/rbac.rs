@@ -42,7 +42,7 @@ impl Role {
         use Permission::*;
         match self {
             Role::Admin => true,
-            Role::Manager => !matches!(permission, UsersManage),
+            Role::Manager => !matches!(permission, UsersManage | ChannelsManage),
             Role::Agent => matches!(permission, CrmRead | CrmWrite),
             Role::Viewer => matches!(permission, CrmRead),
         }
@@ -94,11 +94,13 @@ pub enum Permission {
     SegmentsRun,
     /// Manage templates, audiences and campaigns; launch, pause and cancel campaigns.
     CampaignsRun,
+    /// Manage channel accounts (provider credentials) and WPPConnect sessions.
+    ChannelsManage,
 }
 
 impl Permission {
     /// Every permission, in documentation order.
-    pub const ALL: [Permission; 10] = [
+    pub const ALL: [Permission; 11] = [
         Permission::CrmRead,
         Permission::CrmWrite,
         Permission::CrmDelete,
@@ -109,6 +111,7 @@ impl Permission {
         Permission::ImportsRun,
         Permission::SegmentsRun,
         Permission::CampaignsRun,
+        Permission::ChannelsManage,
     ];
 
     /// Short name and the routes it covers, for the documentation table.
@@ -141,6 +144,10 @@ impl Permission {
             Permission::CampaignsRun => (
                 "campaigns.run",
                 "`/templates`, `/audiences`, `/campaigns` (create, edit, preview, launch, pause, resume, cancel, results), `/suppressions`, `/settings/campaigns`",
+            ),
+            Permission::ChannelsManage => (
+                "channels.manage",
+                "`/channel-accounts` (provider credentials: create, edit, delete; WPPConnect sessions)",
             ),
         }
     }

@@ -1,7 +1,7 @@
 //! Campaigns: create, edit, launch (snapshot of the audience into recipients), pause, resume,
 //! cancel, results. The operations are plain functions shared by the API and the CLI.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -16,8 +16,7 @@ use super::templates::{self, Channel};
 use crate::api::{ApiError, ApiJson, ApiResult, ErrorBody, Problems};
 use crate::audit::{self, Actor};
 use crate::auth::{AuthUser, Permission};
-use crate::db::bulk::{SqlValue, insert_rows};
-use crate::db::{Db, DbError, SqlBuilder, Tx, format_ms, now_ms};
+use crate::db::{Db, DbError, format_ms, now_ms};
 use crate::state::AppState;
 
 /// A campaign, as the API shows it.
@@ -59,11 +58,17 @@ pub struct CampaignOut {
     pub next_run_at: Option<String>,
     /// Occurrences: the recurring campaign they belong to.
     pub parent_id: Option<i64>,
+    /// Channel account (`null`: the channel's default account).
+    pub channel_account_id: Option<i64>,
+    /// Template per channel (`auto` campaigns: one per channel they may use).
+    pub templates: BTreeMap<Channel, i64>,
 }
 
 impl From<CampaignRow> for CampaignOut {
     fn from(r: CampaignRow) -> Self {
         CampaignOut {
+            templates: crate::channels::routing::campaign_templates(&r),
+            channel_account_id: r.channel_account_id,
             id: r.id,
             channel: Channel::parse(&r.channel).unwrap_or(Channel::Email),
             status: r.status(),
@@ -92,10 +97,19 @@ impl From<CampaignRow> for CampaignOut {
 pub struct CampaignInput {
     /// Name (1–200 characters).
     pub name: String,
-    /// Channel; the template must be of this channel.
+    /// Channel (`email`, `whatsapp`, `sms`, `webhook`, or `auto`); the template must be of
+    /// this channel.
     pub channel: Channel,
-    /// Template.
-    pub template_id: i64,
+    /// Template (required unless the channel is `auto`).
+    #[serde(default)]
+    pub template_id: Option<i64>,
+    /// `auto`: one template per channel the campaign may use (`{"whatsapp": 3, "email": 5}`).
+    #[serde(default)]
+    pub templates: Option<BTreeMap<Channel, i64>>,
+    /// Channel account to send through; absent: the tenant's default account of the channel
+    /// (for e-mail, else the configured SMTP). Not for `auto`.
+    #[serde(default)]
+    pub channel_account_id: Option<i64>,
     /// Audience; absent or `null`: every client of the account.
     pub audience_id: Option<i64>,
     /// Messages per second (0 < x ≤ 100000); absent: unthrottled.
@@ -135,6 +149,10 @@ pub struct CampaignPatch {
     pub time_zone: Option<String>,
     /// Skip clients the previous occurrence sent to (draft only).
     pub skip_previous: Option<bool>,
+    /// New channel account.
+    pub channel_account_id: Option<i64>,
+    /// `auto`: new templates per channel.
+    pub templates: Option<BTreeMap<Channel, i64>>,
 }
 
 /// Time zone of a recurring campaign's cron when none is given.
@@ -193,18 +211,68 @@ async fn check(db: &Db, account_id: i64, c: &mut NewCampaign) -> ApiResult<()> {
         }
     }
     let mut conn = db.pool().acquire().await?;
-    match templates::get(&mut conn, account_id, c.template_id).await {
-        Ok(t) if t.channel != c.channel => problems.add(
-            "template_id",
-            "wrong_channel",
-            format!(
-                "template {} is a {} template; the campaign sends by {}",
-                t.id, t.channel, c.channel
+    let by_channel: Vec<(String, String, i64)> = if c.channel == "auto" {
+        let map: BTreeMap<Channel, i64> = c
+            .channel_templates
+            .as_deref()
+            .and_then(|t| serde_json::from_str(t).ok())
+            .unwrap_or_default();
+        if map.is_empty() {
+            problems.add(
+                "templates",
+                "required",
+                "an auto campaign needs one template per channel it may use, e.g. {\"whatsapp\": 3, \"email\": 5}",
+            );
+        }
+        if c.channel_account_id.is_some() {
+            problems.add(
+                "channel_account_id",
+                "not_allowed",
+                "auto campaigns use the default account of each channel",
+            );
+        }
+        map.into_iter()
+            .map(|(ch, id)| {
+                (
+                    format!("templates.{}", ch.as_str()),
+                    ch.as_str().to_owned(),
+                    id,
+                )
+            })
+            .collect()
+    } else {
+        vec![("template_id".to_owned(), c.channel.clone(), c.template_id)]
+    };
+    for (field, channel, id) in by_channel {
+        match templates::get(&mut conn, account_id, id).await {
+            Ok(t) if t.channel != channel => problems.add(
+                field,
+                "wrong_channel",
+                format!(
+                    "template {} is a {} template; the campaign sends it by {}",
+                    t.id, t.channel, channel
+                ),
             ),
-        ),
-        Ok(_) => {}
-        Err(DbError::NotFound) => problems.add("template_id", "not_found", "no such template"),
-        Err(e) => return Err(e.into()),
+            Ok(_) => {}
+            Err(DbError::NotFound) => problems.add(field, "not_found", "no such template"),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if let Some(a) = c.channel_account_id
+        && c.channel != "auto"
+    {
+        match crate::channels::accounts::get(&mut conn, account_id, a).await {
+            Ok(r) if r.channel != c.channel => problems.add(
+                "channel_account_id",
+                "wrong_channel",
+                format!("channel account {a} sends by {}", r.channel),
+            ),
+            Ok(_) => {}
+            Err(DbError::NotFound) => {
+                problems.add("channel_account_id", "not_found", "no such channel account")
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     if let Some(a) = c.audience_id
         && !audiences::exists(&mut conn, account_id, a).await?
@@ -216,16 +284,31 @@ async fn check(db: &Db, account_id: i64, c: &mut NewCampaign) -> ApiResult<()> {
 
 /// Creates a draft campaign (API and CLI).
 pub async fn create(db: &Db, actor: &Actor, input: CampaignInput) -> ApiResult<CampaignOut> {
+    let templates = input.templates.unwrap_or_default();
+    let template_id = match (input.template_id, input.channel) {
+        (Some(t), _) => t,
+        (None, Channel::Auto) => templates.values().next().copied().unwrap_or(0),
+        (None, _) => {
+            return Err(ApiError::field(
+                "template_id",
+                "required",
+                "a campaign needs a template",
+            ));
+        }
+    };
     let mut new = NewCampaign {
         name: input.name,
         channel: input.channel.as_str().to_owned(),
-        template_id: input.template_id,
+        template_id,
         audience_id: input.audience_id,
         throttle_per_sec: input.throttle_per_sec,
         frequency_cap: input.frequency_cap,
         cron: input.cron,
         cron_time_zone: input.time_zone,
         skip_previous: input.skip_previous.unwrap_or(false),
+        channel_account_id: input.channel_account_id,
+        channel_templates: (input.channel == Channel::Auto)
+            .then(|| serde_json::to_string(&templates).expect("map serializes")),
     };
     check(db, actor.account_id, &mut new).await?;
     let mut tx = db.begin().await?;
@@ -252,87 +335,6 @@ pub async fn fetch(db: &Db, account_id: i64, id: i64) -> ApiResult<CampaignOut> 
         .await
         .map_err(not_found)?
         .into())
-}
-
-/// Fixes the recipients of a campaign: one row per client of the audience, with the address
-/// resolved now. Clients without a usable address are recorded as skipped (opted out,
-/// invalid, none), so the snapshot accounts for every member of the audience.
-async fn snapshot(db: &Db, tx: &mut Tx, c: &CampaignRow) -> ApiResult<u64> {
-    let backend = db.backend();
-    let ids = audiences::client_ids(tx, backend, c.account_id, c.audience_id).await?;
-    let kind = if c.channel == "email" {
-        "email"
-    } else {
-        "phone"
-    };
-    let now = now_ms();
-    let mut written = 0;
-    let previous = super::recurring::previously_sent(tx, c).await?;
-    for chunk in ids.chunks(1000) {
-        let mut q = SqlBuilder::new(
-            "select client_id, value, opted_out, invalid_at from contacts where kind = ",
-        );
-        q.bind(kind.to_owned())
-            .push(" and client_id in ")
-            .bind_list(chunk.iter().copied())
-            .push(" order by client_id, preferred desc, id");
-        let contacts: Vec<(i64, String, i64, Option<i64>)> =
-            q.query_as().fetch_all(&mut **tx).await?;
-        let mut best: HashMap<i64, Result<String, &'static str>> = HashMap::new();
-        for (client, value, opted_out, invalid_at) in contacts {
-            let this = if opted_out != 0 {
-                Err("opted_out")
-            } else if invalid_at.is_some() {
-                Err("contact_invalid")
-            } else {
-                Ok(value)
-            };
-            match best.get(&client) {
-                Some(Ok(_)) => {}
-                Some(Err(_)) if this.is_err() => {}
-                _ => {
-                    best.insert(client, this);
-                }
-            }
-        }
-        let rows: Vec<Vec<SqlValue>> = chunk
-            .iter()
-            .map(|client| {
-                let (address, status, error) = match best.remove(client) {
-                    Some(Ok(a)) if previous.contains(client) => {
-                        (Some(a), "skipped", Some("previous_occurrence".to_owned()))
-                    }
-                    Some(Ok(a)) => (Some(a), "queued", None),
-                    Some(Err(reason)) => (None, "skipped", Some(reason.to_owned())),
-                    None => (None, "skipped", Some("no_address".to_owned())),
-                };
-                vec![
-                    SqlValue::from(c.id),
-                    SqlValue::from(c.account_id),
-                    SqlValue::from(*client),
-                    SqlValue::from(c.channel.clone()),
-                    SqlValue::from(address),
-                    SqlValue::from(status),
-                    SqlValue::from(now),
-                    SqlValue::from(error),
-                    SqlValue::from(format!("campaign:{}:client:{client}", c.id)),
-                    SqlValue::from(uuid::Uuid::new_v4().simple().to_string()),
-                    SqlValue::from(now),
-                    SqlValue::from(now),
-                ]
-            })
-            .collect();
-        written += insert_rows(
-            tx,
-            backend,
-            "insert into campaign_recipients (campaign_id, account_id, client_id, channel, address, status, \
-             next_attempt_at, error, idempotency_key, unsubscribe_token, created_at, updated_at) values ",
-            "",
-            rows,
-        )
-        .await?;
-    }
-    Ok(written)
 }
 
 /// Parses a launch time: RFC 3339 (`2026-11-23T09:00:00-03:00`) or a zoned time
@@ -368,22 +370,6 @@ pub async fn launch(
             ),
         });
     }
-    let channel = Channel::parse(&c.channel).unwrap_or(Channel::Email);
-    if channels.get(channel).is_none() {
-        return Err(ApiError::field(
-            "channel",
-            "not_configured",
-            format!(
-                "no {} channel is configured{}",
-                channel.as_str(),
-                if channel == Channel::Email {
-                    " (set smtp.url and smtp.from, or FAROL_SMTP_URL and FAROL_SMTP_FROM)"
-                } else {
-                    ""
-                }
-            ),
-        ));
-    }
     if c.cron.is_some() {
         // A recurrence: occurrences snapshot their audience at each cron time.
         let next = super::recurring::launch(&mut tx, &c, scheduled_at).await?;
@@ -401,7 +387,9 @@ pub async fn launch(
         tx.commit().await?;
         return Ok(after.into());
     }
-    let recipients = snapshot(db, &mut tx, &c).await?;
+    let recipients =
+        crate::channels::routing::snapshot(db, &mut tx, channels, &c, channels.auto_order())
+            .await?;
     store::mark_launched(&mut tx, id, scheduled_at).await?;
     let after = store::get(&mut tx, actor.account_id, id).await?;
     audit::record(
@@ -523,6 +511,8 @@ pub struct Counts {
     pub skipped: i64,
     /// Of the skipped, those whose contact opted out.
     pub opted_out: i64,
+    /// What the providers' webhooks reported after the send.
+    pub engagement: crate::channels::events::Engagement,
 }
 
 impl Counts {
@@ -568,6 +558,9 @@ pub struct MinuteCount {
     pub minute: String,
     /// Messages accepted by the provider in it.
     pub sent: i64,
+    /// Delivered, read, bounced, replied and opted out (by reply) in it.
+    #[serde(flatten)]
+    pub engagement: crate::channels::events::Engagement,
 }
 
 /// Counts of a campaign (API and CLI).
@@ -588,9 +581,11 @@ pub async fn results(db: &Db, account_id: i64, id: i64) -> ApiResult<Results> {
             .map(|(minute, sent)| MinuteCount {
                 minute: format_ms(minute),
                 sent,
+                engagement: Default::default(),
             })
             .collect(),
     };
+    crate::channels::events::add_engagement(&mut conn, id, &mut out).await?;
     for (channel, status, reason, n) in store::counts(&mut conn, id).await? {
         out.counts.add(&status, reason.as_deref(), n);
         out.by_channel
@@ -683,7 +678,9 @@ pub async fn update_campaign(
         || patch.audience_id.is_some()
         || patch.cron.is_some()
         || patch.time_zone.is_some()
-        || patch.skip_previous.is_some();
+        || patch.skip_previous.is_some()
+        || patch.channel_account_id.is_some()
+        || patch.templates.is_some();
     if structural && before.status() != Status::Draft {
         return Err(ApiError::Conflict {
             field: "status".into(),
@@ -707,7 +704,26 @@ pub async fn update_campaign(
         cron: patch.cron.or_else(|| before.cron.clone()),
         cron_time_zone: patch.time_zone.or_else(|| before.cron_time_zone.clone()),
         skip_previous: patch.skip_previous.unwrap_or(before.skip_previous != 0),
+        channel_account_id: patch.channel_account_id.or(before.channel_account_id),
+        channel_templates: match &patch.templates {
+            Some(t) if before.channel == Channel::Auto.as_str() => {
+                Some(serde_json::to_string(t).expect("map serializes"))
+            }
+            Some(_) => {
+                return Err(ApiError::field(
+                    "templates",
+                    "not_allowed",
+                    "only auto campaigns have templates per channel; change template_id",
+                ));
+            }
+            None => before.channel_templates.clone(),
+        },
     };
+    if patch.template_id.is_none()
+        && let Some(first) = patch.templates.as_ref().and_then(|t| t.values().next())
+    {
+        new.template_id = *first;
+    }
     check(&state.db, user.account_id, &mut new).await?;
     let mut tx = state.db.begin().await?;
     store::update(&mut tx, id, &new).await?;

@@ -1,6 +1,6 @@
-//! The channel adapters this process sends through, built from configuration. For now the
-//! default e-mail account (`[smtp]`, `FAROL_SMTP_URL`/`FAROL_SMTP_FROM`); channel accounts
-//! stored per tenant come later.
+//! The channel adapters this process sends through: the default e-mail account from
+//! configuration (`[smtp]`, `FAROL_SMTP_URL`/`FAROL_SMTP_FROM`), and the channel accounts
+//! stored per tenant (`crate::channels`), built on demand by the registry.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,12 +16,15 @@ use crate::config::Config;
 #[derive(Clone, Default)]
 pub struct Channels {
     email: Option<Arc<dyn farol_channels::Channel>>,
+    registry: Option<Arc<crate::channels::registry::Registry>>,
+    auto_order: Vec<ChannelName>,
 }
 
 impl std::fmt::Debug for Channels {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Channels")
             .field("email", &self.email.is_some())
+            .field("registry", &self.registry.is_some())
             .finish()
     }
 }
@@ -44,19 +47,46 @@ impl Channels {
                 .map_err(|e| anyhow::anyhow!("configuration error: key `smtp`: {e}"))?;
             Some(Arc::new(channel))
         };
-        Ok(Channels { email })
+        Ok(Channels {
+            email,
+            registry: None,
+            auto_order: crate::channels::routing::parse_order(&config.campaign.auto_order)
+                .map_err(|e| {
+                    anyhow::anyhow!("configuration error: key `campaign.auto_order`: {e}")
+                })?,
+        })
     }
 
     /// Channels with the given e-mail adapter (tests, embedding).
     pub fn with_email(email: Arc<dyn farol_channels::Channel>) -> Channels {
-        Channels { email: Some(email) }
+        Channels {
+            email: Some(email),
+            registry: None,
+            auto_order: vec![ChannelName::Whatsapp, ChannelName::Sms, ChannelName::Email],
+        }
+    }
+
+    /// These channels plus the stored channel accounts of `registry`.
+    pub fn with_registry(mut self, registry: Arc<crate::channels::registry::Registry>) -> Channels {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// The stored channel accounts' adapters.
+    pub fn registry(&self) -> Option<&Arc<crate::channels::registry::Registry>> {
+        self.registry.as_ref()
+    }
+
+    /// `campaign.auto_order`.
+    pub fn auto_order(&self) -> &[ChannelName] {
+        &self.auto_order
     }
 
     /// The adapter of a channel, when configured.
     pub fn get(&self, channel: ChannelName) -> Option<Arc<dyn farol_channels::Channel>> {
         match channel {
             ChannelName::Email => self.email.clone(),
-            ChannelName::Whatsapp | ChannelName::Sms => None,
+            _ => None,
         }
     }
 }

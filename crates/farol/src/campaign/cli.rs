@@ -20,7 +20,7 @@ use crate::config::Config;
 #[derive(Debug, Subcommand)]
 pub enum CampaignCommand {
     /// Create a draft campaign (and its template) from a template file; prints the campaign id.
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// Launch a draft campaign: fix its recipients now and queue them for the send workers.
     Launch(LaunchArgs),
     /// Print a campaign's results (recipients by status).
@@ -33,12 +33,20 @@ pub struct CreateArgs {
     /// Campaign name.
     #[arg(long)]
     pub name: String,
-    /// Channel: email, whatsapp or sms.
-    #[arg(long, value_parser = ["email", "whatsapp", "sms"])]
+    /// Channel: email, whatsapp, sms, webhook, or auto (each client on its preferred channel,
+    /// with fallback; give `--template CHANNEL=ID` per channel).
+    #[arg(long, value_parser = ["email", "whatsapp", "sms", "webhook", "auto"])]
     pub channel: String,
     /// Template file (minijinja, `{{ nome }}`): HTML when it ends in .html/.htm, else text.
-    #[arg(long, value_name = "FILE")]
-    pub template_file: PathBuf,
+    /// Not for `auto`.
+    #[arg(long, value_name = "FILE", required_unless_present = "template")]
+    pub template_file: Option<PathBuf>,
+    /// `auto`: an existing template per channel, e.g. `--template whatsapp=3 --template email=5`.
+    #[arg(long, value_name = "CHANNEL=ID")]
+    pub template: Vec<String>,
+    /// Channel account to send through (default: the account's default for the channel).
+    #[arg(long, value_name = "ID")]
+    pub channel_account: Option<i64>,
     /// E-mail subject (a template too); required for e-mail.
     #[arg(long)]
     pub subject: Option<String>,
@@ -142,7 +150,7 @@ async fn account(app: &App, slug: &str) -> anyhow::Result<Actor> {
 /// Runs `farol campaign …`.
 pub async fn run(config: Config, command: CampaignCommand) -> anyhow::Result<()> {
     match command {
-        CampaignCommand::Create(args) => create(config, args).await,
+        CampaignCommand::Create(args) => create(config, *args).await,
         CampaignCommand::Launch(args) => launch(config, args).await,
         CampaignCommand::Results(args) => {
             let app = App::build(config).await?;
@@ -160,10 +168,36 @@ async fn create(config: Config, args: CreateArgs) -> anyhow::Result<()> {
     let app = App::build(config).await?;
     let actor = account(&app, &args.account).await?;
     let channel = Channel::parse(&args.channel).expect("clap checked it");
-    let source = std::fs::read_to_string(&args.template_file)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.template_file.display()))?;
-    let html = args
-        .template_file
+    let mut templates = std::collections::BTreeMap::new();
+    for t in &args.template {
+        let parsed = t.split_once('=').and_then(|(c, id)| {
+            Some((
+                Channel::parse(c).filter(|c| *c != Channel::Auto)?,
+                id.parse::<i64>().ok()?,
+            ))
+        });
+        let (c, id) = parsed.ok_or_else(|| {
+            anyhow::anyhow!("--template takes CHANNEL=ID (e.g. whatsapp=3), not `{t}`")
+        })?;
+        templates.insert(c, id);
+    }
+    let template_file = match (&args.template_file, channel) {
+        (Some(_), Channel::Auto) => {
+            anyhow::bail!(
+                "an auto campaign takes --template CHANNEL=ID per channel, not --template-file"
+            )
+        }
+        (Some(f), _) => f.clone(),
+        (None, Channel::Auto) => PathBuf::new(),
+        (None, _) => anyhow::bail!("--template-file is required (except for --channel auto)"),
+    };
+    let source = if channel == Channel::Auto {
+        String::new()
+    } else {
+        std::fs::read_to_string(&template_file)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", template_file.display()))?
+    };
+    let html = template_file
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("html") || e.eq_ignore_ascii_case("htm"));
     let throttle = args
@@ -183,33 +217,44 @@ async fn create(config: Config, args: CreateArgs) -> anyhow::Result<()> {
         anyhow::bail!("an e-mail campaign needs --subject");
     }
     let input = match channel {
-        Channel::Email => TemplateInput {
+        Channel::Auto => None,
+        Channel::Email => Some(TemplateInput {
             name: format!("{} ({})", args.name, jiff::Timestamp::now()),
             channel,
             subject: args.subject.clone(),
             html: html.then(|| source.clone()),
             text: (!html).then(|| source.clone()),
             body: None,
-        },
-        Channel::Whatsapp | Channel::Sms => TemplateInput {
+            provider_template: None,
+        }),
+        Channel::Whatsapp | Channel::Sms | Channel::Webhook => Some(TemplateInput {
             name: format!("{} ({})", args.name, jiff::Timestamp::now()),
             channel,
             subject: None,
             html: None,
             text: None,
             body: Some(source),
-        },
+            provider_template: None,
+        }),
     };
-    let template = templates::create(&app.state.db, &actor, input)
-        .await
-        .map_err(describe)?;
+    let template_id = match input {
+        Some(input) => Some(
+            templates::create(&app.state.db, &actor, input)
+                .await
+                .map_err(describe)?
+                .id,
+        ),
+        None => None,
+    };
     let campaign = campaigns::create(
         &app.state.db,
         &actor,
         CampaignInput {
             name: args.name,
             channel,
-            template_id: template.id,
+            template_id,
+            templates: (channel == Channel::Auto).then_some(templates),
+            channel_account_id: args.channel_account,
             audience_id,
             throttle_per_sec: throttle,
             frequency_cap: args.frequency_cap,
@@ -223,7 +268,7 @@ async fn create(config: Config, args: CreateArgs) -> anyhow::Result<()> {
     if args.json {
         println!(
             "{}",
-            serde_json::json!({ "id": campaign.id, "template_id": template.id })
+            serde_json::json!({ "id": campaign.id, "template_id": template_id })
         );
     } else {
         println!("{}", campaign.id);
@@ -340,6 +385,13 @@ fn print_results(r: &Results, json: bool) {
         c.queued,
         c.sending
     );
+    let e = &c.engagement;
+    if e != &Default::default() {
+        println!(
+            "  after sending: {} delivered, {} read, {} bounced, {} replied, {} opted out",
+            e.delivered, e.read, e.bounced, e.replied, e.opted_out
+        );
+    }
 }
 
 /// `farol worker`: import and send workers without the HTTP server, until SIGTERM/Ctrl-C;

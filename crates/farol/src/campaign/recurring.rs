@@ -178,7 +178,7 @@ pub async fn tick(db: &Db, channels: &Channels) -> anyhow::Result<usize> {
         let c = super::store::get_any(&mut tx, id).await?;
         let Some(at) = c.next_run_at else { continue };
         let channel = Channel::parse(&c.channel).unwrap_or(Channel::Email);
-        if channels.get(channel).is_none() {
+        if channels.get(channel).is_none() && channels.registry().is_none() {
             continue;
         }
         let next = next_of(&c, now);
@@ -203,8 +203,8 @@ pub async fn tick(db: &Db, channels: &Channels) -> anyhow::Result<usize> {
         let name: String = format!("{} — {local}", c.name).chars().take(200).collect();
         sqlx::query(
             "insert into campaigns (account_id, name, channel, template_id, audience_id, status, throttle_per_sec, \
-             created_by, created_at, updated_at, frequency_cap, skip_previous, parent_id) \
-             values ($1, $2, $3, $4, $5, 'draft', $6, $7, $8, $8, $9, $10, $11)",
+             created_by, created_at, updated_at, frequency_cap, skip_previous, parent_id, channel_account_id, channel_templates) \
+             values ($1, $2, $3, $4, $5, 'draft', $6, $7, $8, $8, $9, $10, $11, $12, $13)",
         )
         .bind(c.account_id)
         .bind(name)
@@ -217,6 +217,8 @@ pub async fn tick(db: &Db, channels: &Channels) -> anyhow::Result<usize> {
         .bind(c.frequency_cap)
         .bind(c.skip_previous)
         .bind(id)
+        .bind(c.channel_account_id)
+        .bind(c.channel_templates.clone())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -230,7 +232,7 @@ pub async fn tick(db: &Db, channels: &Channels) -> anyhow::Result<usize> {
     .await?;
     for (id, account_id, channel) in drafts {
         let channel = Channel::parse(&channel).unwrap_or(Channel::Email);
-        if channels.get(channel).is_none() {
+        if channels.get(channel).is_none() && channels.registry().is_none() {
             continue;
         }
         let actor = Actor::system(account_id, "recurring");

@@ -118,18 +118,55 @@ pub fn render(
             engine.render_email(&email_template(t), ctx)?,
         )),
         Channel::Whatsapp => {
-            let body = engine.render_whatsapp(
-                &WhatsAppTemplate::Text {
-                    body: t.body.clone().unwrap_or_default(),
-                },
-                ctx,
-            )?;
+            let provider = t
+                .provider_template()
+                .map(|p| {
+                    engine.render_whatsapp(
+                        &WhatsAppTemplate::Provider {
+                            name: p.name,
+                            language: p.language,
+                            body_parameters: p.body_parameters,
+                            header_parameters: p.header_parameters,
+                        },
+                        ctx,
+                    )
+                })
+                .transpose()?;
+            let fallback_template = match &provider {
+                Some(WhatsAppBody::Template(t)) => Some(t.clone()),
+                _ => None,
+            };
+            let body = match (&t.body, provider) {
+                (Some(body), _) => {
+                    engine.render_whatsapp(&WhatsAppTemplate::Text { body: body.clone() }, ctx)?
+                }
+                (None, Some(p)) => p,
+                (None, None) => engine.render_whatsapp(
+                    &WhatsAppTemplate::Text {
+                        body: String::new(),
+                    },
+                    ctx,
+                )?,
+            };
             Ok(Content::WhatsApp(WhatsAppContent {
                 body,
+                // The worker sets the contact's last inbound message (the 24-hour window).
                 last_inbound_at: None,
-                fallback_template: None,
+                fallback_template,
             }))
         }
+        Channel::Webhook | Channel::Auto => Ok(Content::Json {
+            event: "campaign.message".into(),
+            data: serde_json::json!({
+                "body": engine.render_sms(
+                    &SmsTemplate {
+                        body: t.body.clone().unwrap_or_default(),
+                    },
+                    ctx,
+                )?,
+                "client": ctx.client,
+            }),
+        }),
         Channel::Sms => Ok(Content::Sms {
             body: engine.render_sms(
                 &SmsTemplate {
@@ -170,11 +207,11 @@ impl From<&Content> for Rendered {
                 text: None,
                 body: Some(body.clone()),
             },
-            other => Rendered {
+            Content::Json { data, .. } => Rendered {
                 subject: None,
                 html: None,
                 text: None,
-                body: Some(format!("{:?}", other.kind())),
+                body: Some(data["body"].as_str().unwrap_or_default().to_owned()),
             },
         }
     }

@@ -94,6 +94,10 @@ pub struct CampaignRow {
     pub skip_previous: i64,
     /// Occurrences: the recurring campaign.
     pub parent_id: Option<i64>,
+    /// Channel account (`None`: the default of the channel).
+    pub channel_account_id: Option<i64>,
+    /// `auto`: JSON {channel: template id}.
+    pub channel_templates: Option<String>,
 }
 
 impl CampaignRow {
@@ -105,7 +109,7 @@ impl CampaignRow {
 
 const COLUMNS: &str = "id, account_id, name, channel, template_id, audience_id, status, throttle_per_sec, \
     scheduled_at, launched_at, completed_at, created_by, created_at, updated_at, frequency_cap, cron, \
-    cron_time_zone, next_run_at, skip_previous, parent_id";
+    cron_time_zone, next_run_at, skip_previous, parent_id, channel_account_id, channel_templates";
 
 /// One campaign of an account.
 pub async fn get(conn: &mut AnyConnection, account_id: i64, id: i64) -> DbResult<CampaignRow> {
@@ -166,6 +170,10 @@ pub struct NewCampaign {
     pub cron_time_zone: Option<String>,
     /// Skip clients sent by the previous occurrence.
     pub skip_previous: bool,
+    /// Channel account.
+    pub channel_account_id: Option<i64>,
+    /// `auto`: JSON {channel: template id}.
+    pub channel_templates: Option<String>,
 }
 
 /// Inserts a draft campaign.
@@ -177,8 +185,8 @@ pub async fn insert(
 ) -> DbResult<i64> {
     Ok(sqlx::query_scalar(
         "insert into campaigns (account_id, name, channel, template_id, audience_id, status, throttle_per_sec, created_by, created_at, updated_at, \
-         frequency_cap, cron, cron_time_zone, skip_previous) \
-         values ($1, $2, $3, $4, $5, 'draft', $6, $7, $8, $8, $9, $10, $11, $12) returning id",
+         frequency_cap, cron, cron_time_zone, skip_previous, channel_account_id, channel_templates) \
+         values ($1, $2, $3, $4, $5, 'draft', $6, $7, $8, $8, $9, $10, $11, $12, $13, $14) returning id",
     )
     .bind(account_id)
     .bind(c.name.clone())
@@ -192,6 +200,8 @@ pub async fn insert(
     .bind(c.cron.clone())
     .bind(c.cron_time_zone.clone())
     .bind(c.skip_previous as i64)
+    .bind(c.channel_account_id)
+    .bind(c.channel_templates.clone())
     .fetch_one(conn)
     .await?)
 }
@@ -200,7 +210,8 @@ pub async fn insert(
 pub async fn update(conn: &mut AnyConnection, id: i64, c: &NewCampaign) -> DbResult<()> {
     sqlx::query(
         "update campaigns set name = $1, template_id = $2, audience_id = $3, throttle_per_sec = $4, updated_at = $5, \
-         frequency_cap = $6, cron = $7, cron_time_zone = $8, skip_previous = $9 where id = $10",
+         frequency_cap = $6, cron = $7, cron_time_zone = $8, skip_previous = $9, channel_account_id = $11, \
+         channel_templates = $12 where id = $10",
     )
     .bind(c.name.clone())
     .bind(c.template_id)
@@ -212,6 +223,8 @@ pub async fn update(conn: &mut AnyConnection, id: i64, c: &NewCampaign) -> DbRes
     .bind(c.cron_time_zone.clone())
     .bind(c.skip_previous as i64)
     .bind(id)
+    .bind(c.channel_account_id)
+    .bind(c.channel_templates.clone())
     .execute(conn)
     .await?;
     Ok(())
@@ -294,12 +307,14 @@ pub struct Runnable {
     pub channel: String,
     /// Messages per second.
     pub throttle_per_sec: Option<f64>,
+    /// `auto`: JSON {channel: template id}.
+    pub channel_templates: Option<String>,
 }
 
 /// Running campaigns, oldest first.
 pub async fn running(db: &Db) -> DbResult<Vec<Runnable>> {
     Ok(sqlx::query_as(
-        "select id, account_id, template_id, channel, throttle_per_sec from campaigns where status = 'running' order by id",
+        "select id, account_id, template_id, channel, throttle_per_sec, channel_templates from campaigns where status = 'running' order by id",
     )
     .fetch_all(db.pool())
     .await?)
@@ -308,7 +323,7 @@ pub async fn running(db: &Db) -> DbResult<Vec<Runnable>> {
 /// A campaign if it is running.
 pub async fn runnable(db: &Db, id: i64) -> DbResult<Option<Runnable>> {
     Ok(sqlx::query_as(
-        "select id, account_id, template_id, channel, throttle_per_sec from campaigns where id = $1 and status = 'running'",
+        "select id, account_id, template_id, channel, throttle_per_sec, channel_templates from campaigns where id = $1 and status = 'running'",
     )
     .bind(id)
     .fetch_optional(db.pool())
@@ -364,6 +379,10 @@ pub struct Claimed {
     pub idempotency_key: String,
     /// Unsubscribe token.
     pub unsubscribe_token: String,
+    /// Channel resolved at launch.
+    pub channel: String,
+    /// Channel account resolved at launch (`None`: the configured SMTP).
+    pub channel_account_id: Option<i64>,
 }
 
 /// Claims up to `limit` due recipients of a campaign for `owner` until `now + lease_ms`:
@@ -400,7 +419,7 @@ pub async fn claim(
              attempts = attempts + 1, updated_at = $3 \
              where id in (select id from campaign_recipients where campaign_id = $4 and {pick} \
              limit $5{lock}) \
-             returning id, client_id, address, attempts, idempotency_key, unsubscribe_token"
+             returning id, client_id, address, attempts, idempotency_key, unsubscribe_token, channel, channel_account_id"
         )))
         .bind(owner.to_owned())
         .bind(now + lease_ms)
@@ -442,6 +461,35 @@ pub async fn defer(db: &Db, id: i64, owner: &str, at: i64) -> DbResult<()> {
          lease_until = null, attempts = attempts - 1 where id = $2 and lease_owner = $3 and status = 'sending'",
     )
     .bind(at)
+    .bind(id)
+    .bind(owner.to_owned())
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+/// Moves a claimed recipient of an `auto` campaign to another channel and puts it back in the
+/// queue, due now (the attempt is not counted); `error` says why it left its channel.
+pub async fn reassign(
+    db: &Db,
+    id: i64,
+    owner: &str,
+    channel: &str,
+    channel_account_id: Option<i64>,
+    address: &str,
+    error: &str,
+) -> DbResult<()> {
+    let now = now_ms();
+    sqlx::query(
+        "update campaign_recipients set channel = $1, channel_account_id = $2, address = $3, error = $4, \
+         status = 'queued', next_attempt_at = $5, lease_owner = null, lease_until = null, \
+         attempts = attempts - 1, updated_at = $5 where id = $6 and lease_owner = $7 and status = 'sending'",
+    )
+    .bind(channel.to_owned())
+    .bind(channel_account_id)
+    .bind(address.to_owned())
+    .bind(error.to_owned())
+    .bind(now)
     .bind(id)
     .bind(owner.to_owned())
     .execute(db.pool())

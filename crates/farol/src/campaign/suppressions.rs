@@ -841,6 +841,29 @@ pub async fn record_bounce(
     address: &str,
     reason: &str,
 ) -> DbResult<()> {
+    record_from_provider(
+        tx,
+        account_id,
+        address_kind,
+        address,
+        Kind::HardBounce,
+        reason,
+        "bounce",
+    )
+    .await
+}
+
+/// Records what a provider's delivery webhook reported about an address — a hard bounce or
+/// a complaint (spam report) — as a suppression, in the webhook's transaction.
+pub async fn record_from_provider(
+    tx: &mut Tx,
+    account_id: i64,
+    address_kind: &str,
+    address: &str,
+    kind: Kind,
+    reason: &str,
+    source: &str,
+) -> DbResult<()> {
     let key_kind = if address_kind == "email" {
         KeyKind::Email
     } else {
@@ -848,14 +871,14 @@ pub async fn record_bounce(
     };
     add(
         tx,
-        &Actor::system(account_id, "worker"),
+        &Actor::system(account_id, "webhook"),
         &NewSuppression {
             key_kind,
             value: address.to_owned(),
-            kind: Kind::HardBounce,
+            kind,
             channel: None,
             reason: Some(reason.chars().take(500).collect()),
-            source: "bounce".into(),
+            source: source.into(),
         },
     )
     .await?;

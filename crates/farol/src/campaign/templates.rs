@@ -19,16 +19,33 @@ use crate::db::{Db, DbError, DbResult, format_ms, now_ms};
 use crate::state::AppState;
 
 /// The channel a template (and a campaign) sends through.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Channel {
     /// E-mail.
     #[default]
     Email,
-    /// WhatsApp (free text).
+    /// WhatsApp (free text, or a provider template outside the 24-hour window).
     Whatsapp,
     /// SMS.
     Sms,
+    /// A signed JSON POST to a channel account's endpoint.
+    Webhook,
+    /// Campaigns only: each client on its preferred channel, with fallback.
+    Auto,
 }
 
 impl Channel {
@@ -38,6 +55,8 @@ impl Channel {
             Channel::Email => "email",
             Channel::Whatsapp => "whatsapp",
             Channel::Sms => "sms",
+            Channel::Webhook => "webhook",
+            Channel::Auto => "auto",
         }
     }
 
@@ -47,6 +66,8 @@ impl Channel {
             "email" => Some(Channel::Email),
             "whatsapp" => Some(Channel::Whatsapp),
             "sms" => Some(Channel::Sms),
+            "webhook" => Some(Channel::Webhook),
+            "auto" => Some(Channel::Auto),
             _ => None,
         }
     }
@@ -71,6 +92,8 @@ pub struct TemplateRow {
     pub text: Option<String>,
     /// WhatsApp/SMS body.
     pub body: Option<String>,
+    /// WhatsApp: JSON of the [`ProviderTemplate`].
+    pub provider_template: Option<String>,
     /// Creation (epoch ms).
     pub created_at: i64,
     /// Last change (epoch ms).
@@ -82,6 +105,31 @@ impl TemplateRow {
     pub fn channel(&self) -> Channel {
         Channel::parse(&self.channel).unwrap_or(Channel::Email)
     }
+
+    /// The WhatsApp provider template, when declared.
+    pub fn provider_template(&self) -> Option<ProviderTemplate> {
+        self.provider_template
+            .as_deref()
+            .and_then(|t| serde_json::from_str(t).ok())
+    }
+}
+
+/// A WhatsApp message template approved at Meta, sent instead of free text outside the
+/// 24-hour customer-service window. Parameters are Farol templates (`{{ nome }}`), rendered
+/// per client and validated like every other part.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderTemplate {
+    /// Template name as approved at Meta (`boas_vindas`).
+    pub name: String,
+    /// Language code (`pt_BR`).
+    pub language: String,
+    /// Body parameters in order (`{{1}}`, `{{2}}`...).
+    #[serde(default)]
+    pub body_parameters: Vec<String>,
+    /// Header text parameters in order.
+    #[serde(default)]
+    pub header_parameters: Vec<String>,
 }
 
 /// A template, as the API shows it.
@@ -101,6 +149,8 @@ pub struct TemplateOut {
     pub text: Option<String>,
     /// WhatsApp or SMS body template.
     pub body: Option<String>,
+    /// WhatsApp: the provider template sent outside the 24-hour window.
+    pub provider_template: Option<ProviderTemplate>,
     /// Creation time.
     pub created_at: String,
     /// Last change.
@@ -110,6 +160,7 @@ pub struct TemplateOut {
 impl From<TemplateRow> for TemplateOut {
     fn from(r: TemplateRow) -> Self {
         TemplateOut {
+            provider_template: r.provider_template(),
             id: r.id,
             channel: r.channel(),
             name: r.name,
@@ -137,8 +188,11 @@ pub struct TemplateInput {
     pub html: Option<String>,
     /// E-mail: text template.
     pub text: Option<String>,
-    /// WhatsApp/SMS: body template (required).
+    /// WhatsApp/SMS/webhook: body template (required, except for WhatsApp with a provider
+    /// template).
     pub body: Option<String>,
+    /// WhatsApp: a template approved at Meta, sent outside the 24-hour window.
+    pub provider_template: Option<ProviderTemplate>,
 }
 
 /// Body of `PATCH /templates/{id}`: fields to change (the channel cannot change).
@@ -155,6 +209,8 @@ pub struct TemplatePatch {
     pub text: Option<String>,
     /// New body.
     pub body: Option<String>,
+    /// New provider template (WhatsApp).
+    pub provider_template: Option<ProviderTemplate>,
 }
 
 fn blank_to_none(v: Option<String>) -> Option<String> {
@@ -231,15 +287,71 @@ pub fn validate(input: &mut TemplateInput, known: &KnownVariables) -> ApiResult<
                     "e-mail templates use subject, html and text",
                 );
             }
+            if input.provider_template.is_some() {
+                problems.add(
+                    "provider_template",
+                    "not_allowed",
+                    "only WhatsApp templates have a provider template",
+                );
+            }
         }
-        Channel::Whatsapp | Channel::Sms => {
+        Channel::Auto => problems.add(
+            "channel",
+            "invalid",
+            "auto is for campaigns; make one template per channel",
+        ),
+        Channel::Whatsapp | Channel::Sms | Channel::Webhook => {
             match &input.body {
                 Some(b) => check(
                     &mut problems,
                     "body",
                     engine.validate(&SmsTemplate { body: b.clone() }, known),
                 ),
+                None if input.channel == Channel::Whatsapp && input.provider_template.is_some() => {
+                }
                 None => problems.add("body", "required", "this channel needs a body"),
+            }
+            if let Some(p) = &mut input.provider_template {
+                if input.channel != Channel::Whatsapp {
+                    problems.add(
+                        "provider_template",
+                        "not_allowed",
+                        "only WhatsApp templates have a provider template",
+                    );
+                }
+                p.name = p.name.trim().to_owned();
+                p.language = p.language.trim().to_owned();
+                if p.name.is_empty()
+                    || !p
+                        .name
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                {
+                    problems.add(
+                        "provider_template.name",
+                        "invalid",
+                        "the name approved at Meta: lowercase letters, digits and _",
+                    );
+                }
+                if p.language.is_empty() {
+                    problems.add(
+                        "provider_template.language",
+                        "required",
+                        "a language code such as pt_BR",
+                    );
+                }
+                for (part, list) in [
+                    ("body_parameters", &p.body_parameters),
+                    ("header_parameters", &p.header_parameters),
+                ] {
+                    for (i, v) in list.iter().enumerate() {
+                        check(
+                            &mut problems,
+                            &format!("provider_template.{part}[{i}]"),
+                            engine.validate(&SmsTemplate { body: v.clone() }, known),
+                        );
+                    }
+                }
             }
             for (field, v) in [
                 ("subject", &input.subject),
@@ -259,8 +371,13 @@ pub fn validate(input: &mut TemplateInput, known: &KnownVariables) -> ApiResult<
     problems.into_result()
 }
 
-const COLUMNS: &str =
-    "id, account_id, name, channel, subject, html, text, body, created_at, updated_at";
+const COLUMNS: &str = "id, account_id, name, channel, subject, html, text, body, provider_template, created_at, updated_at";
+
+fn provider_json(t: &TemplateInput) -> Option<String> {
+    t.provider_template
+        .as_ref()
+        .map(|p| serde_json::to_string(p).expect("template serializes"))
+}
 
 /// One template of an account.
 pub async fn get(conn: &mut AnyConnection, account_id: i64, id: i64) -> DbResult<TemplateRow> {
@@ -285,8 +402,8 @@ pub async fn list(conn: &mut AnyConnection, account_id: i64) -> DbResult<Vec<Tem
 
 async fn insert(conn: &mut AnyConnection, account_id: i64, t: &TemplateInput) -> DbResult<i64> {
     Ok(sqlx::query_scalar(
-        "insert into templates (account_id, name, channel, subject, html, text, body, created_at, updated_at) \
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $8) returning id",
+        "insert into templates (account_id, name, channel, subject, html, text, body, provider_template, created_at, updated_at) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) returning id",
     )
     .bind(account_id)
     .bind(t.name.clone())
@@ -295,6 +412,7 @@ async fn insert(conn: &mut AnyConnection, account_id: i64, t: &TemplateInput) ->
     .bind(t.html.clone())
     .bind(t.text.clone())
     .bind(t.body.clone())
+    .bind(provider_json(t))
     .bind(now_ms())
     .fetch_one(conn)
     .await?)
@@ -302,7 +420,7 @@ async fn insert(conn: &mut AnyConnection, account_id: i64, t: &TemplateInput) ->
 
 async fn update(conn: &mut AnyConnection, id: i64, t: &TemplateInput) -> DbResult<()> {
     sqlx::query(
-        "update templates set name = $1, subject = $2, html = $3, text = $4, body = $5, updated_at = $6 where id = $7",
+        "update templates set name = $1, subject = $2, html = $3, text = $4, body = $5, provider_template = $8, updated_at = $6 where id = $7",
     )
     .bind(t.name.clone())
     .bind(t.subject.clone())
@@ -311,6 +429,7 @@ async fn update(conn: &mut AnyConnection, id: i64, t: &TemplateInput) -> DbResul
     .bind(t.body.clone())
     .bind(now_ms())
     .bind(id)
+    .bind(provider_json(t))
     .execute(conn)
     .await?;
     Ok(())
@@ -431,6 +550,9 @@ pub async fn update_template(
         html: patch.html.or_else(|| before.html.clone()),
         text: patch.text.or_else(|| before.text.clone()),
         body: patch.body.or_else(|| before.body.clone()),
+        provider_template: patch
+            .provider_template
+            .or_else(|| before.provider_template()),
     };
     validate(&mut input, &known)?;
     let mut tx = state.db.begin().await?;

@@ -74,7 +74,8 @@ impl Sender {
             max_attempts: c.max_attempts.max(1),
             public_url: super::public_url(config),
             policy: c.clone(),
-            breakers: [Channel::Email, Channel::Whatsapp, Channel::Sms]
+            // The configured SMTP's; stored channel accounts carry their own.
+            breakers: [Channel::Email]
                 .into_iter()
                 .map(|ch| {
                     (
@@ -198,6 +199,20 @@ async fn run_campaign(s: Arc<Sender>, id: i64, owner: String, stop: Arc<AtomicBo
     }
 }
 
+/// How a recipient's channel account can be used in this batch.
+#[derive(Clone)]
+enum Adapter {
+    /// Send through it (`built`: a stored channel account; `None`: the configured SMTP).
+    Ready(
+        Arc<dyn farol_channels::Channel>,
+        Option<Arc<crate::channels::registry::Built>>,
+    ),
+    /// The account cannot send: the recipient fails with this reason.
+    Unusable(&'static str),
+    /// Not available in this process right now: the recipient waits, uncounted.
+    Later,
+}
+
 /// Claims and sends one batch of a campaign; returns how many recipients it claimed.
 pub async fn run_batch(
     s: &Sender,
@@ -206,11 +221,15 @@ pub async fn run_batch(
     owner: &str,
     stop: &AtomicBool,
 ) -> anyhow::Result<usize> {
-    let channel_name = Channel::parse(&c.channel).unwrap_or(Channel::Email);
-    // A process without this channel leaves its recipients to processes that have it.
-    let Some(channel) = s.channels.get(channel_name) else {
+    let campaign_channel = Channel::parse(&c.channel).unwrap_or(Channel::Email);
+    // A process without the configured SMTP leaves plain e-mail campaigns to processes that
+    // have it (stored channel accounts are available to every process).
+    if campaign_channel == Channel::Email
+        && s.channels.get(Channel::Email).is_none()
+        && s.channels.registry().is_none()
+    {
         return Ok(0);
-    };
+    }
     let limit = match c.throttle_per_sec {
         // About one second of sends per claim, so the lease never covers a long wait.
         Some(rate) => (rate.ceil() as usize).clamp(1, s.batch),
@@ -221,10 +240,44 @@ pub async fn run_batch(
         return Ok(0);
     }
     let mut conn = s.db.pool().acquire().await?;
-    let template = templates::get(&mut conn, c.account_id, c.template_id).await?;
+    let mut templates = HashMap::new();
+    for (channel, id) in crate::channels::routing::templates_of(
+        campaign_channel,
+        c.template_id,
+        c.channel_templates.as_deref(),
+    ) {
+        templates.insert(channel, templates::get(&mut conn, c.account_id, id).await?);
+    }
     let ids: Vec<i64> = claimed.iter().map(|r| r.client_id).collect();
     let clients = render::load_clients(&mut conn, c.account_id, &ids).await?;
     drop(conn);
+    let mut adapters: HashMap<(String, Option<i64>), Adapter> = HashMap::new();
+    for r in &claimed {
+        let key = (r.channel.clone(), r.channel_account_id);
+        if adapters.contains_key(&key) {
+            continue;
+        }
+        let adapter = match (r.channel_account_id, s.channels.registry()) {
+            (None, _) => match s
+                .channels
+                .get(Channel::parse(&r.channel).unwrap_or(Channel::Email))
+            {
+                Some(ch) => Adapter::Ready(ch, None),
+                None => Adapter::Later,
+            },
+            (Some(_), None) => Adapter::Later,
+            (Some(id), Some(registry)) => match registry.get(id).await {
+                Ok(Some(b)) if b.enabled => Adapter::Ready(b.channel.clone(), Some(b)),
+                Ok(Some(_)) => Adapter::Unusable("channel_account_disabled"),
+                Ok(None) => Adapter::Unusable("channel_account_deleted"),
+                Err(e) => {
+                    tracing::warn!(campaign = c.id, channel_account = id, error = %e, "cannot build the channel account's adapter");
+                    Adapter::Later
+                }
+            },
+        };
+        adapters.insert(key, adapter);
+    }
     let n = claimed.len();
     // A send started later than this might not be recorded before the lease expires and
     // another worker takes the recipient over: such recipients go back to the queue instead.
@@ -233,9 +286,8 @@ pub async fn run_batch(
         s,
         c,
         policy,
-        template: &template,
-        channel: channel.as_ref(),
-        channel_name,
+        templates: &templates,
+        adapters: &adapters,
         clients: &clients,
         deadline,
         owner,
@@ -261,9 +313,8 @@ struct Job<'a> {
     s: &'a Sender,
     c: &'a Runnable,
     policy: &'a Effective,
-    template: &'a TemplateRow,
-    channel: &'a dyn farol_channels::Channel,
-    channel_name: Channel,
+    templates: &'a HashMap<Channel, TemplateRow>,
+    adapters: &'a HashMap<(String, Option<i64>), Adapter>,
     clients: &'a HashMap<i64, (ClientOut, Option<String>)>,
     deadline: std::time::Instant,
     owner: &'a str,
@@ -276,46 +327,93 @@ struct Job<'a> {
 /// of a claimed batch within this time.
 const STATUS_TTL: Duration = Duration::from_millis(250);
 
+fn contact_kind(channel: Channel) -> &'static str {
+    if channel == Channel::Email {
+        "email"
+    } else {
+        "phone"
+    }
+}
+
 impl Job<'_> {
-    /// Why the contact must not receive the message now, if it must not.
-    async fn suppressed(&self, client_id: i64, address: &str) -> anyhow::Result<Option<String>> {
-        let kind = if self.channel_name == Channel::Email {
-            "email"
+    /// Why the contact must not receive the message now (opted out, invalid, on a suppression
+    /// list), if it must not; else the contact's last inbound message (epoch ms), for the
+    /// WhatsApp window. Webhook recipients are the client itself, not a contact: only the
+    /// client-level suppressions (client id, CPF/CNPJ) and a deleted client stop them.
+    async fn suppressed(
+        &self,
+        channel: Channel,
+        client_id: i64,
+        address: &str,
+    ) -> anyhow::Result<Result<Option<i64>, String>> {
+        let last_inbound = if channel == Channel::Webhook {
+            None
         } else {
-            "phone"
-        };
-        let row: Option<(i64, Option<i64>)> = sqlx::query_as(
-            "select opted_out, invalid_at from contacts where account_id = $1 and kind = $2 and value = $3 and client_id = $4",
+            let row: Option<(i64, Option<i64>, Option<i64>)> = sqlx::query_as(
+                "select opted_out, invalid_at, last_inbound_at from contacts where account_id = $1 and kind = $2 and value = $3 and client_id = $4",
         )
         .bind(self.c.account_id)
-        .bind(kind)
+        .bind(contact_kind(channel))
         .bind(address.to_owned())
         .bind(client_id)
         .fetch_optional(self.s.db.pool())
         .await?;
-        let contact = match row {
-            None => Some("no_address"),
-            Some((opted_out, _)) if opted_out != 0 => Some("opted_out"),
-            Some((_, Some(_))) => Some("contact_invalid"),
-            Some(_) => None,
+            match row {
+                None => return Ok(Err("no_address".into())),
+                Some((opted_out, _, _)) if opted_out != 0 => return Ok(Err("opted_out".into())),
+                Some((_, Some(_), _)) => return Ok(Err("contact_invalid".into())),
+                Some((_, None, last_inbound)) => last_inbound,
+            }
         };
-        if let Some(reason) = contact {
-            return Ok(Some(reason.to_owned()));
-        }
         let mut conn = self.s.db.pool().acquire().await?;
-        Ok(super::suppressions::check(
-            &mut conn,
-            self.c.account_id,
-            self.channel_name.as_str(),
-            client_id,
-            kind,
-            address,
+        Ok(
+            match super::suppressions::check(
+                &mut conn,
+                self.c.account_id,
+                channel.as_str(),
+                client_id,
+                contact_kind(channel),
+                address,
+            )
+            .await?
+            {
+                Some(kind) => Err(format!("suppressed:{kind}")),
+                None => Ok(last_inbound),
+            },
         )
-        .await?
-        .map(|kind| format!("suppressed:{kind}")))
     }
 
     async fn skip(&self, r: &Claimed, reason: &str) -> anyhow::Result<()> {
+        // A frequency-cap reservation made for this send no longer stands.
+        if self.policy.frequency_cap > 0 {
+            policy::release(&mut *self.s.db.pool().acquire().await?, r.id).await?;
+        }
+        // An auto campaign tries the client's next channel first — unless the client may not
+        // receive anything more now, on any channel (the frequency cap).
+        if self.c.channel == Channel::Auto.as_str()
+            && reason != "frequency_cap"
+            && let Some(current) = Channel::parse(&r.channel)
+            && let Some((route, address)) = crate::channels::routing::reroute(
+                &self.s.db,
+                &self.s.channels,
+                self.c.id,
+                r.client_id,
+                current,
+            )
+            .await?
+        {
+            store::reassign(
+                &self.s.db,
+                r.id,
+                self.owner,
+                route.channel.as_str(),
+                route.account,
+                &address,
+                &format!("{reason} on {}", current.as_str()),
+            )
+            .await?;
+            return Ok(());
+        }
         let mut tx = self.s.db.begin().await?;
         store::record(
             &mut tx,
@@ -352,6 +450,45 @@ impl Job<'_> {
 
     async fn send_one(&self, r: Claimed) -> anyhow::Result<()> {
         let s = self.s;
+        let channel_name = Channel::parse(&r.channel).unwrap_or(Channel::Email);
+        let (channel, built) = match self
+            .adapters
+            .get(&(r.channel.clone(), r.channel_account_id))
+        {
+            Some(Adapter::Ready(ch, built)) => (ch.clone(), built.clone()),
+            Some(Adapter::Unusable(reason)) => {
+                let outcome = Outcome::Failed {
+                    error: (*reason).to_owned(),
+                };
+                return self
+                    .finish(
+                        &r,
+                        channel_name,
+                        r.address.as_deref().unwrap_or_default(),
+                        &outcome,
+                        "",
+                    )
+                    .await;
+            }
+            Some(Adapter::Later) | None => {
+                store::defer(&s.db, r.id, self.owner, now_ms() + 5_000).await?;
+                return Ok(());
+            }
+        };
+        let Some(template) = self.templates.get(&channel_name) else {
+            let outcome = Outcome::Failed {
+                error: format!("no template for channel {}", channel_name.as_str()),
+            };
+            return self
+                .finish(
+                    &r,
+                    channel_name,
+                    r.address.as_deref().unwrap_or_default(),
+                    &outcome,
+                    "",
+                )
+                .await;
+        };
         // Send-time checks: whatever the snapshot said, an opted-out or invalid contact, or a
         // deleted client or contact, gets nothing. Checked before waiting for a throttle slot
         // (a skip does not use one) and again right before the send.
@@ -361,7 +498,7 @@ impl Job<'_> {
         let Some(address) = r.address.clone() else {
             return self.skip(&r, "no_address").await;
         };
-        if let Some(reason) = self.suppressed(r.client_id, &address).await? {
+        if let Err(reason) = self.suppressed(channel_name, r.client_id, &address).await? {
             return self.skip(&r, &reason).await;
         }
         if let Some(rate) = self.c.throttle_per_sec {
@@ -375,10 +512,13 @@ impl Job<'_> {
             store::release(&s.db, r.id, self.owner).await?;
             return Ok(());
         }
-        if let Some(reason) = self.suppressed(r.client_id, &address).await? {
-            return self.skip(&r, &reason).await;
-        }
-        if self.policy.frequency_cap > 0
+        let last_inbound = match self.suppressed(channel_name, r.client_id, &address).await? {
+            Err(reason) => return self.skip(&r, &reason).await,
+            Ok(at) => at,
+        };
+        // The frequency cap counts messages to the client; a webhook push is not one.
+        if channel_name != Channel::Webhook
+            && self.policy.frequency_cap > 0
             && policy::reserve(
                 &s.db,
                 self.c.account_id,
@@ -394,7 +534,7 @@ impl Job<'_> {
             return self.skip(&r, "frequency_cap").await;
         }
 
-        let email = (self.channel_name == Channel::Email).then_some(address.as_str());
+        let email = (channel_name == Channel::Email).then_some(address.as_str());
         let ctx = RenderContext {
             client: render::client_vars(client, portfolio.clone(), email),
             unsubscribe_url: Some(format!(
@@ -403,29 +543,41 @@ impl Job<'_> {
             )),
             ..Default::default()
         };
-        let (outcome, summary) = match render::render(&s.engine, self.template, &ctx) {
+        let (outcome, summary) = match render::render(&s.engine, template, &ctx) {
             Err(e) => (
                 Outcome::Failed {
                     error: format!("render_error: {e}"),
                 },
                 String::new(),
             ),
-            Ok(content) => {
+            Ok(mut content) => {
                 let summary = match &content {
                     Content::Email(e) => e.subject.clone(),
                     _ => String::new(),
                 };
-                let to = if self.channel_name == Channel::Email {
-                    Recipient::email(address.clone())
-                } else {
-                    Recipient::phone(address.clone())
+                if let Content::WhatsApp(w) = &mut content {
+                    w.last_inbound_at =
+                        last_inbound.and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok());
+                }
+                let to = match channel_name {
+                    Channel::Email => Recipient::email(address.clone()),
+                    Channel::Webhook | Channel::Auto => Recipient::Url {
+                        url: built
+                            .as_ref()
+                            .and_then(|b| b.webhook_url.clone())
+                            .unwrap_or_default(),
+                    },
+                    Channel::Whatsapp | Channel::Sms => Recipient::phone(address.clone()),
                 };
                 let mut msg = OutboundMessage::new(to, content, r.idempotency_key.clone());
                 msg.metadata
                     .insert("campaign_id".into(), self.c.id.to_string());
                 msg.metadata
                     .insert("client_id".into(), r.client_id.to_string());
-                let breaker = &s.breakers[self.channel_name.as_str()];
+                let breaker = match &built {
+                    Some(b) => &b.breaker,
+                    None => &s.breakers[Channel::Email.as_str()],
+                };
                 if let Err(wait) = breaker.try_acquire() {
                     // The channel keeps failing: hold the send, uncounted, until the breaker
                     // lets a probe through.
@@ -434,7 +586,7 @@ impl Job<'_> {
                     store::defer(&s.db, r.id, self.owner, at).await?;
                     return Ok(());
                 }
-                let result = self.channel.send(&msg).await;
+                let result = channel.send(&msg).await;
                 match &result {
                     Err(SendError::Transient { .. }) => breaker.record_failure(),
                     _ => breaker.record_success(),
@@ -442,7 +594,11 @@ impl Job<'_> {
                 (self.outcome(&r, result), summary)
             }
         };
-        self.finish(&r, &address, &outcome, &summary).await
+        if let Outcome::Skipped { reason } = &outcome {
+            return self.skip(&r, reason).await;
+        }
+        self.finish(&r, channel_name, &address, &outcome, &summary)
+            .await
     }
 
     fn outcome(
@@ -468,6 +624,9 @@ impl Job<'_> {
                     }
                 }
             }
+            Err(SendError::OutsideWindow) => Outcome::Skipped {
+                reason: "outside_whatsapp_window".into(),
+            },
             Err(e) => Outcome::Failed {
                 error: match &e {
                     SendError::Permanent {
@@ -483,19 +642,17 @@ impl Job<'_> {
     async fn finish(
         &self,
         r: &Claimed,
+        channel_name: Channel,
         address: &str,
         outcome: &Outcome,
         summary: &str,
     ) -> anyhow::Result<()> {
-        let kind = if self.channel_name == Channel::Email {
-            "email"
-        } else {
-            "phone"
-        };
-        let label = match self.channel_name {
+        let kind = contact_kind(channel_name);
+        let label = match channel_name {
             Channel::Email => "E-mail",
             Channel::Whatsapp => "WhatsApp message",
             Channel::Sms => "SMS",
+            Channel::Webhook | Channel::Auto => "Webhook",
         };
         let mut tx = self.s.db.begin().await?;
         if !store::record(&mut tx, r.id, self.owner, outcome).await? {
@@ -509,7 +666,7 @@ impl Job<'_> {
             let mut m = serde_json::json!({
                 "campaign_id": self.c.id,
                 "recipient_id": r.id,
-                "channel": self.channel_name.as_str(),
+                "channel": channel_name.as_str(),
                 "address": address,
             });
             if let (Some(m), Some(extra)) = (m.as_object_mut(), extra.as_object()) {

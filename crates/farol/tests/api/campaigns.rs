@@ -104,7 +104,7 @@ impl Sink {
     }
 }
 
-fn header<'a>(msg: &'a Value, name: &str) -> Option<&'a str> {
+pub(crate) fn header<'a>(msg: &'a Value, name: &str) -> Option<&'a str> {
     msg["headers"].as_array().unwrap().iter().find_map(|h| {
         (h[0].as_str().unwrap().eq_ignore_ascii_case(name)).then(|| h[1].as_str().unwrap())
     })

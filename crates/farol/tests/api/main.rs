@@ -4,6 +4,7 @@
 mod audit;
 mod auth;
 mod campaigns;
+mod channels;
 mod cli;
 mod clients;
 mod demo;

@@ -258,6 +258,20 @@ async fn every_role_gets_exactly_the_routes_its_permissions_allow() {
             "/api/v1/campaigns".into(),
             None,
         ),
+        (
+            Permission::ChannelsManage,
+            Method::GET,
+            "/api/v1/channel-accounts".into(),
+            None,
+        ),
+        (
+            Permission::ChannelsManage,
+            Method::POST,
+            "/api/v1/channel-accounts".into(),
+            Some(json!({"name": "hook", "provider": "webhook",
+                        "settings": {"url": "https://crm.example.com/hook"},
+                        "secrets": {"secret": "s3cret"}})),
+        ),
     ];
 
     for role in Role::ALL {
@@ -313,6 +327,18 @@ async fn every_role_gets_exactly_the_routes_its_permissions_allow() {
             .body["id"]
             .as_i64()
             .unwrap();
+        let ca = app
+            .post(
+                "/api/v1/channel-accounts",
+                &admin,
+                json!({"name": format!("del-{role}"), "provider": "webhook",
+                       "settings": {"url": "https://crm.example.com/hook"},
+                       "secrets": {"secret": "s3cret"}}),
+            )
+            .await
+            .body["id"]
+            .as_i64()
+            .unwrap();
         let victim = app.user("default", Role::Viewer).await;
         let victim_id = app.get("/api/v1/auth/me", &victim).await.body["id"]
             .as_i64()
@@ -323,6 +349,10 @@ async fn every_role_gets_exactly_the_routes_its_permissions_allow() {
             (
                 Permission::UsersManage,
                 format!("/api/v1/users/{victim_id}"),
+            ),
+            (
+                Permission::ChannelsManage,
+                format!("/api/v1/channel-accounts/{ca}"),
             ),
         ] {
             let res = app.delete(&path, &token).await;
