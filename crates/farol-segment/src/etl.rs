@@ -190,14 +190,14 @@ pub fn aggregate_files(
     progress: &(dyn Fn(EtlProgress) + Sync),
 ) -> Result<Aggregation, EtlError> {
     let files = list_files(inputs)?;
-    let (users, report, _) = aggregate_into(
+    let (agg, _) = aggregate_into(
         &files,
         params,
         UserShards::new(),
         DedupSet::new(params.dedup_max_ids),
         progress,
     )?;
-    Ok(Aggregation { users, report })
+    Ok(agg)
 }
 
 /// Aggregates `files` into `users` (which may already hold accumulators, e.g. loaded from a
@@ -209,7 +209,7 @@ pub(crate) fn aggregate_into(
     users: UserShards,
     dedup: DedupSet,
     progress: &(dyn Fn(EtlProgress) + Sync),
-) -> Result<(Vec<(String, UserAgg)>, CleanReport, DedupSet), EtlError> {
+) -> Result<(Aggregation, DedupSet), EtlError> {
     let tz = time_zone(&params.time_zone)?;
     let mut units = Vec::new();
     for f in files {
@@ -291,7 +291,7 @@ pub(crate) fn aggregate_into(
     report.dedup_unstored = unstored;
     let users = users.into_sorted();
     report.users = users.len() as u64;
-    Ok((users, report, dedup))
+    Ok((Aggregation { users, report }, dedup))
 }
 
 const REQUIRED_TX: [&str; 5] = ["transaction_id", "user_id", "created_at", "type", "amount"];

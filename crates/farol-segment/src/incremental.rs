@@ -283,8 +283,13 @@ pub fn aggregate_incremental(
     inc.new_files = to_read.len() as u64;
     inc.reused_files = (current.len() - to_read.len()) as u64;
     let paths: Vec<PathBuf> = to_read.iter().map(|(p, _)| p.clone()).collect();
-    let (all_users, new_report, dedup) =
-        etl::aggregate_into(&paths, params, users, dedup, progress)?;
+    let (
+        Aggregation {
+            users: all_users,
+            report: new_report,
+        },
+        dedup,
+    ) = etl::aggregate_into(&paths, params, users, dedup, progress)?;
     let report = match previous_report {
         Some(mut r) => {
             r.merge(new_report, params.max_samples);
@@ -317,15 +322,17 @@ pub fn aggregate_incremental(
     ))
 }
 
-/// Loads the state at `path` into `users`/`dedup` if it can be reused: the files still to
-/// read and the state's report, or why not.
+/// The files still to read and the saved report, or why the state cannot be reused.
+type Reuse<'a> = Result<(Vec<&'a (PathBuf, FileStamp)>, CleanReport), String>;
+
+/// Loads the state at `path` into `users`/`dedup` if it can be reused.
 fn reuse<'a>(
     path: &Path,
     key: &StateKey,
     current: &'a [(PathBuf, FileStamp)],
     users: &UserShards,
     dedup: &DedupSet,
-) -> Result<(Vec<&'a (PathBuf, FileStamp)>, CleanReport), String> {
+) -> Reuse<'a> {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err("no saved state".into()),
@@ -542,11 +549,14 @@ fn decode_fixed(b: &[u8; FIXED]) -> (UserAgg, usize) {
     (a, days)
 }
 
+/// Calls its argument with every duplicate-detector hash to write.
+type HashSource<'a> = dyn FnMut(&mut dyn FnMut(u64) -> io::Result<()>) -> io::Result<()> + 'a;
+
 fn write_state(
     w: impl Write,
     header: &StateHeader,
     users: &[(String, UserAgg)],
-    dedup: &mut dyn FnMut(&mut dyn FnMut(u64) -> io::Result<()>) -> io::Result<()>,
+    dedup: &mut HashSource<'_>,
 ) -> io::Result<()> {
     let mut w = SumWriter {
         inner: w,

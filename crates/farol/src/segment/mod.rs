@@ -12,6 +12,7 @@ pub mod lake;
 pub mod routes;
 pub mod schedule;
 pub mod service;
+pub mod state;
 pub mod store;
 pub mod worker;
 

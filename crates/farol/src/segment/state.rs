@@ -1,0 +1,92 @@
+//! Where a run keeps its aggregation state (`farol_segment::incremental`), so the next run of
+//! the same account over the same sources reads only new files.
+//!
+//! `<data_dir>/segment-state/account-<id>/<key>.state`, where `<key>` is a hash of the run's
+//! transaction sources as configured (`s3://…` URLs or local paths). A run writes its new state
+//! next to it (`<key>.run-<run id>.tmp`) and moves it into place only after its result is
+//! stored, so a failed or taken-over run never replaces a good state; two runs at once each
+//! write a complete state and the last stored wins.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// The state files of one run.
+#[derive(Debug, Clone)]
+pub struct RunState {
+    /// The state the run starts from (may not exist yet).
+    pub current: PathBuf,
+    /// Where the run writes its new state.
+    pub pending: PathBuf,
+}
+
+impl RunState {
+    /// The files for run `run_id` of `account_id` over `transactions` (as configured,
+    /// before `s3://` sources are mirrored).
+    pub fn new(data_dir: &Path, account_id: i64, run_id: i64, transactions: &[PathBuf]) -> Self {
+        let mut h = Sha256::new();
+        for t in transactions {
+            h.update(t.to_string_lossy().as_bytes());
+            h.update([0]);
+        }
+        let key = &hex::encode(h.finalize())[..16];
+        let dir = data_dir
+            .join("segment-state")
+            .join(format!("account-{account_id}"));
+        RunState {
+            current: dir.join(format!("{key}.state")),
+            pending: dir.join(format!("{key}.run-{run_id}.tmp")),
+        }
+    }
+
+    /// What the ETL needs: the previous state, where to write, whether to ignore it.
+    /// Creates the directory.
+    pub fn files(&self, full: bool) -> std::io::Result<farol_segment::StateFiles> {
+        if let Some(dir) = self.current.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        Ok(farol_segment::StateFiles {
+            previous: Some(self.current.clone()),
+            save_to: Some(self.pending.clone()),
+            full,
+        })
+    }
+
+    /// Makes the run's new state the current one (after its result was stored). Nothing to
+    /// do when the run could not write one (the report says why).
+    pub fn promote(&self) -> std::io::Result<()> {
+        if !self.pending.exists() {
+            return Ok(());
+        }
+        std::fs::rename(&self.pending, &self.current)?;
+        if let Some(dir) = self.current.parent() {
+            // The rename is durable once the directory is synced.
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// Drops the run's new state (the run failed or was taken over).
+    pub fn discard(&self) {
+        let _ = std::fs::remove_file(&self.pending);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_are_per_account_and_per_source_set() {
+        let d = Path::new("/data");
+        let a = RunState::new(d, 1, 7, &["s3://lake/tx/".into()]);
+        let b = RunState::new(d, 1, 8, &["s3://lake/tx/".into()]);
+        let c = RunState::new(d, 2, 7, &["s3://lake/tx/".into()]);
+        let e = RunState::new(d, 1, 7, &["s3://lake/tx2/".into()]);
+        assert_eq!(a.current, b.current);
+        assert_ne!(a.pending, b.pending);
+        assert_ne!(a.current, c.current);
+        assert_ne!(a.current, e.current);
+        assert!(a.current.starts_with("/data/segment-state/account-1"));
+    }
+}
