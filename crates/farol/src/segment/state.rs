@@ -3,9 +3,11 @@
 //!
 //! `<data_dir>/segment-state/account-<id>/<key>.state`, where `<key>` is a hash of the run's
 //! transaction sources as configured (`s3://…` URLs or local paths). A run writes its new state
-//! next to it (`<key>.run-<run id>.tmp`) and moves it into place only after its result is
-//! stored, so a failed or taken-over run never replaces a good state; two runs at once each
-//! write a complete state and the last stored wins.
+//! next to it (`<key>.run-<run id>-<random>.tmp`: unique per attempt, so a stalled worker and
+//! the one that took its run over never write the same file) and moves it into place only
+//! after its result is stored, so a failed or taken-over run never replaces a good state; two
+//! runs at once each write a complete state and the last stored wins. Temporary files left by
+//! crashed processes are removed by later runs once they are two days old.
 
 use std::path::{Path, PathBuf};
 
@@ -35,7 +37,10 @@ impl RunState {
             .join(format!("account-{account_id}"));
         RunState {
             current: dir.join(format!("{key}.state")),
-            pending: dir.join(format!("{key}.run-{run_id}.tmp")),
+            pending: dir.join(format!(
+                "{key}.run-{run_id}-{}.tmp",
+                uuid::Uuid::new_v4().simple()
+            )),
         }
     }
 
@@ -44,6 +49,7 @@ impl RunState {
     pub fn files(&self, full: bool) -> std::io::Result<farol_segment::StateFiles> {
         if let Some(dir) = self.current.parent() {
             std::fs::create_dir_all(dir)?;
+            remove_stale(dir, STALE_AFTER);
         }
         Ok(farol_segment::StateFiles {
             previous: Some(self.current.clone()),
@@ -72,6 +78,29 @@ impl RunState {
     }
 }
 
+/// Age past which a temporary state is a crashed process's leftover (runs write theirs after
+/// reading, minutes to hours before they finish).
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(2 * 86_400);
+
+/// Removes `*.tmp` files in `dir` not modified for `age`.
+fn remove_stale(dir: &Path, age: std::time::Duration) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|e| e > age);
+        if old && path.extension().is_some_and(|e| e == "tmp") {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,5 +117,42 @@ mod tests {
         assert_ne!(a.current, c.current);
         assert_ne!(a.current, e.current);
         assert!(a.current.starts_with("/data/segment-state/account-1"));
+        let again = RunState::new(d, 1, 7, &["s3://lake/tx/".into()]);
+        assert_ne!(a.pending, again.pending, "one file per attempt");
+    }
+
+    #[test]
+    fn a_promoted_state_replaces_the_current_one_and_stale_leftovers_go() {
+        let dir = std::env::temp_dir().join(format!("farol-state-{}", uuid::Uuid::new_v4()));
+        let s = RunState::new(&dir, 1, 3, &["lake".into()]);
+        let files = s.files(false).unwrap();
+        assert_eq!(files.previous.as_ref(), Some(&s.current));
+        s.promote().unwrap();
+        assert!(!s.current.exists(), "nothing written, nothing promoted");
+        std::fs::write(&s.pending, b"new").unwrap();
+        s.promote().unwrap();
+        assert_eq!(std::fs::read(&s.current).unwrap(), b"new");
+        assert!(!s.pending.exists());
+
+        let leftover = s.current.with_file_name("x.run-1-dead.tmp");
+        std::fs::write(&leftover, b"old").unwrap();
+        remove_stale(
+            s.current.parent().unwrap(),
+            std::time::Duration::from_secs(3600),
+        );
+        assert!(leftover.exists(), "recent: may belong to a live run");
+        std::fs::File::options()
+            .write(true)
+            .open(&leftover)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(7200))
+            .unwrap();
+        remove_stale(
+            s.current.parent().unwrap(),
+            std::time::Duration::from_secs(3600),
+        );
+        assert!(!leftover.exists());
+        assert!(s.current.exists(), "only temporary files are removed");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

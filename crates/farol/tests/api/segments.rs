@@ -797,6 +797,7 @@ async fn a_later_run_reads_only_the_new_partition_and_matches_a_full_run() {
     let last = partitions.last().unwrap().clone();
     let held = dir.path().join("held-partition");
     std::fs::rename(&last, &held).unwrap();
+    let data_dir = dir.path().to_path_buf();
     let app = spawn_with(config, dir).await;
     let token = app.admin().await;
     let start = |body: Value| {
@@ -818,6 +819,23 @@ async fn a_later_run_reads_only_the_new_partition_and_matches_a_full_run() {
     assert_eq!(inc["reused_files"], 0, "{inc}");
 
     std::fs::rename(&held, &last).unwrap();
+    // A run that fails after reading the transactions (the users file is gone) leaves the
+    // saved state as it was: the next run still reads the new partition.
+    let users_csv = data_dir.join("lake/users.csv");
+    std::fs::rename(&users_csv, data_dir.join("users.away")).unwrap();
+    let r = app
+        .post("/api/v1/segmentations", &token, kmeans.clone())
+        .await;
+    let failed = wait_run(&app, &token, r.body["id"].as_i64().unwrap()).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    std::fs::rename(data_dir.join("users.away"), &users_csv).unwrap();
+    let states: Vec<_> = std::fs::read_dir(data_dir.join("segment-state/account-1"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(states.len(), 1, "one state, no leftovers: {states:?}");
+    assert!(states[0].ends_with(".state"), "{states:?}");
+
     let run2 = start(kmeans.clone()).await;
     let inc = &run2["report"]["incremental"];
     assert_eq!(inc["full_reason"], Value::Null, "{inc}");
