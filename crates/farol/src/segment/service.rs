@@ -248,9 +248,12 @@ async fn execute(
     state: &super::state::RunState,
     progress: impl Fn(Stage) + Send + Sync + 'static,
 ) -> anyhow::Result<RunSummary> {
-    let files = state
-        .files(params.full)
-        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", state.current.display()))?;
+    let files = state.files(params.full).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot create the aggregation state folder {}: {e}",
+            state.current.parent().unwrap_or(&state.current).display()
+        )
+    })?;
     let (seg, users): (Segmentation, Vec<UserRow>) = tokio::task::spawn_blocking(move || {
         let seg = farol_segment::run_incremental(
             &sources.transactions,
