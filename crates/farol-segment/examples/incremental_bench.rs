@@ -141,6 +141,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         state_bytes as f64 / 1e6,
         hashes_bytes as f64 / 1e6
     );
+    // The same players as JSON, for comparison.
+    let t = Instant::now();
+    let json = serde_json::to_vec(&loaded.users)?;
+    let json_save_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let back: Vec<(String, farol_segment::UserAgg)> = serde_json::from_slice(&json)?;
+    let json_load_s = t.elapsed().as_secs_f64();
+    println!(
+        "the players alone as JSON: {:.1} MB (binary: {:.1} MB); encode {json_save_s:.3} s, decode {json_load_s:.3} s",
+        json.len() as f64 / 1e6,
+        (state_bytes - hashes_bytes) as f64 / 1e6
+    );
+    drop((json, back));
     drop(loaded);
     let _ = std::fs::remove_file(&copy);
 
