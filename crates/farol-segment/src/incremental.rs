@@ -57,7 +57,7 @@ pub struct FileStamp {
 pub struct StateKey {
     /// [`AGGREGATION_VERSION`] of the code that wrote it.
     pub aggregation_version: u32,
-    /// The source roots, as given.
+    /// The source roots (canonical paths when they exist).
     pub roots: Vec<String>,
     /// [`EtlParams::time_zone`] (local hours, weekdays and days).
     pub time_zone: String,
@@ -74,7 +74,16 @@ impl StateKey {
     pub fn new(inputs: &[PathBuf], params: &EtlParams) -> StateKey {
         StateKey {
             aggregation_version: AGGREGATION_VERSION,
-            roots: inputs.iter().map(|p| p.display().to_string()).collect(),
+            // Absolute, so the same folder reached from another working directory matches.
+            roots: inputs
+                .iter()
+                .map(|p| {
+                    std::fs::canonicalize(p)
+                        .unwrap_or_else(|_| p.clone())
+                        .display()
+                        .to_string()
+                })
+                .collect(),
             time_zone: params.time_zone.clone(),
             tx_mapping: params.tx_mapping.clone(),
             max_samples: params.max_samples,

@@ -2,7 +2,7 @@
 //! the same account over the same sources reads only new files.
 //!
 //! `<data_dir>/segment-state/account-<id>/<key>.state`, where `<key>` is a hash of the run's
-//! transaction sources as configured (`s3://…` URLs or local paths). A run writes its new state
+//! transaction sources as configured (`s3://…` URLs, or local folders by absolute path). A run writes its new state
 //! next to it (`<key>.run-<run id>-<random>.tmp`: unique per attempt, so a stalled worker and
 //! the one that took its run over never write the same file) and moves it into place only
 //! after its result is stored, so a failed or taken-over run never replaces a good state; two
@@ -28,6 +28,13 @@ impl RunState {
     pub fn new(data_dir: &Path, account_id: i64, run_id: i64, transactions: &[PathBuf]) -> Self {
         let mut h = Sha256::new();
         for t in transactions {
+            // Local folders by their absolute path (the same lake from another working
+            // directory is the same source); s3:// URLs as written.
+            let t = if t.to_string_lossy().starts_with("s3://") {
+                t.clone()
+            } else {
+                std::fs::canonicalize(t).unwrap_or_else(|_| t.clone())
+            };
             h.update(t.to_string_lossy().as_bytes());
             h.update([0]);
         }
