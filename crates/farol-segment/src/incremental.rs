@@ -183,8 +183,9 @@ pub struct IncrementalReport {
 pub struct StateFiles {
     /// The previous state (absent file: first run).
     pub previous: Option<PathBuf>,
-    /// Where to write the new state. The caller moves it over `previous` once the run's
-    /// result is safely stored, so a failed run never replaces a good state.
+    /// Where to write the new state (not written when nothing was new: `previous` is still
+    /// exact). The caller moves it over `previous` once the run's result is safely stored, so
+    /// a failed run never replaces a good state.
     pub save_to: Option<PathBuf>,
     /// Ignore the previous state and read every file.
     pub full: bool,
@@ -258,7 +259,8 @@ fn plan<'a>(
 
 /// Aggregates `inputs` reusing the state in `files.previous` when it still describes them
 /// (reading only the files not in its manifest), or reading everything otherwise; then writes
-/// the new state to `files.save_to` (if set). The result is the same as
+/// the new state to `files.save_to` (if set) — unless nothing was read because nothing is new:
+/// the previous state is then still exact and nothing is written. The result is the same as
 /// [`etl::aggregate_files`] over all of `inputs`.
 pub fn aggregate_incremental(
     inputs: &[PathBuf],
@@ -307,7 +309,8 @@ pub fn aggregate_incremental(
         }
         None => new_report,
     };
-    if let Some(path) = &files.save_to {
+    let unchanged = inc.full_reason.is_none() && inc.new_files == 0;
+    if let Some(path) = files.save_to.as_ref().filter(|_| !unchanged) {
         let t = Instant::now();
         let header = StateHeader {
             key,

@@ -162,6 +162,10 @@ fn a_then_b_from_a_saved_state_equals_a_and_b_at_once() {
     assert_eq!((inc.reused_files, inc.new_files), (2, 0));
     assert_eq!(inc.full_reason, None);
     assert_same(&third, &all);
+    assert!(
+        !dir.join("state3").exists(),
+        "the previous state is still exact: nothing written"
+    );
 
     // A round trip through save/load of a whole state keeps every field.
     state.save(&dir.join("copy")).unwrap();
