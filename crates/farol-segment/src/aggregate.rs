@@ -260,6 +260,38 @@ impl DedupSet {
         Seen::New
     }
 
+    /// Stores a hash saved by an earlier run (within the budget, like [`DedupSet::check`]).
+    pub(crate) fn preload(&self, h: u64) {
+        let mut shard = self.shards[(h >> 32) as usize % DEDUP_SHARDS]
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if shard.len() < self.per_shard {
+            shard.insert(h);
+        } else {
+            self.saturated.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Ids stored.
+    pub(crate) fn len(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.0.lock().unwrap_or_else(|e| e.into_inner()).len() as u64)
+            .sum()
+    }
+
+    /// Calls `f` with every stored hash (shard by shard, in no particular order).
+    pub(crate) fn try_for_each<E>(&self, mut f: impl FnMut(u64) -> Result<(), E>) -> Result<(), E> {
+        for s in &self.shards {
+            let shard = s.0.lock().unwrap_or_else(|e| e.into_inner());
+            for &h in shard.iter() {
+                f(h)?;
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn saturation(&self) -> (bool, u64) {
         (
             self.saturated.load(Ordering::Relaxed),
@@ -378,6 +410,23 @@ impl UserShards {
         match map.get_mut(user_id) {
             Some(a) => f(a),
             None => f(map.entry(user_id.into()).or_default()),
+        }
+    }
+
+    /// Puts a whole accumulator in (a user loaded from a saved state); merges if present.
+    pub(crate) fn insert(&self, user_id: &str, agg: UserAgg) {
+        let mut h = FastHasher::default();
+        user_id.hash(&mut h);
+        let shard = (h.finish() >> 32) as usize % self.shards.len();
+        let mut map = self.shards[shard]
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match map.get_mut(user_id) {
+            Some(a) => a.merge(&agg),
+            None => {
+                map.insert(user_id.into(), agg);
+            }
         }
     }
 

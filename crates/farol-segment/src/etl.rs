@@ -189,10 +189,30 @@ pub fn aggregate_files(
     params: &EtlParams,
     progress: &(dyn Fn(EtlProgress) + Sync),
 ) -> Result<Aggregation, EtlError> {
-    let tz = time_zone(&params.time_zone)?;
     let files = list_files(inputs)?;
+    let (agg, _) = aggregate_into(
+        &files,
+        params,
+        UserShards::new(),
+        DedupSet::new(params.dedup_max_ids),
+        progress,
+    )?;
+    Ok(agg)
+}
+
+/// Aggregates `files` into `users` (which may already hold accumulators, e.g. loaded from a
+/// saved state), checking ids against `dedup` (which may already hold ids). The report counts
+/// only these files' rows; `users` in it is the total after merging.
+pub(crate) fn aggregate_into(
+    files: &[PathBuf],
+    params: &EtlParams,
+    users: UserShards,
+    dedup: DedupSet,
+    progress: &(dyn Fn(EtlProgress) + Sync),
+) -> Result<(Aggregation, DedupSet), EtlError> {
+    let tz = time_zone(&params.time_zone)?;
     let mut units = Vec::new();
-    for f in &files {
+    for f in files {
         if is_parquet(f) {
             let reader = SerializedFileReader::new(File::open(f).map_err(|e| read_err(f, e))?)
                 .map_err(|e| read_err(f, e))?;
@@ -223,8 +243,8 @@ pub fn aggregate_files(
     }
     let shared = Shared {
         tz,
-        dedup: DedupSet::new(params.dedup_max_ids),
-        users: UserShards::new(),
+        dedup,
+        users,
         max_samples: params.max_samples,
         rows: AtomicU64::new(0),
         units_done: AtomicU64::new(0),
@@ -271,7 +291,7 @@ pub fn aggregate_files(
     report.dedup_unstored = unstored;
     let users = users.into_sorted();
     report.users = users.len() as u64;
-    Ok(Aggregation { users, report })
+    Ok((Aggregation { users, report }, dedup))
 }
 
 const REQUIRED_TX: [&str; 5] = ["transaction_id", "user_id", "created_at", "type", "amount"];

@@ -11,6 +11,7 @@
 //! | [`clean`]     | amounts, timestamps, reject reasons, [`CleanReport`]. |
 //! | [`aggregate`] | [`UserAgg`], the per-user accumulator, and the duplicate detector. |
 //! | [`etl`]       | [`aggregate_files`]: CSV/Parquet → accumulators on all cores. |
+//! | [`incremental`] | [`AggState`]: saved accumulators + file manifest; later runs read only new files. |
 //! | [`features`]  | [`UserFeatures`], robust scaling, the clustering [`FeatureMatrix`]. |
 //! | [`cluster`]   | KMeans (auto k), DBSCAN, HDBSCAN, quality metrics, ARI. |
 //! | [`profile`]   | [`ClusterProfile`]s, pt-BR/English names, [`carry_names`] across runs. |
@@ -34,6 +35,7 @@ pub mod clean;
 pub mod cluster;
 pub mod etl;
 pub mod features;
+pub mod incremental;
 pub mod mapping;
 pub mod model;
 pub mod pipeline;
@@ -48,6 +50,9 @@ pub use features::{
     FeatureMatrix, FeatureParams, Matrix, TicketBand, UserFeatures, compute_features,
     feature_matrix,
 };
+pub use incremental::{AggState, IncrementalReport, StateFiles, aggregate_incremental};
 pub use model::{Channel, GameType, Transaction, TxKind, UserRow};
-pub use pipeline::{Algorithm, RunParams, RunReport, Segmentation, Stage, run, segment};
+pub use pipeline::{
+    Algorithm, RunParams, RunReport, Segmentation, Stage, run, run_incremental, segment,
+};
 pub use profile::{ClusterProfile, Descriptor, PreviousCluster, carry_names, profiles};

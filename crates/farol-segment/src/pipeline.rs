@@ -15,6 +15,7 @@ use crate::cluster::{
 };
 use crate::etl::{self, EtlError, EtlParams, EtlProgress};
 use crate::features::{FeatureParams, UserFeatures, compute_features, feature_matrix};
+use crate::incremental::{IncrementalReport, StateFiles, aggregate_incremental};
 use crate::model::Channel;
 use crate::profile::{ClusterProfile, PreviousCluster, carry_names, profiles};
 
@@ -66,6 +67,9 @@ pub struct RunParams {
     pub match_max_distance: f64,
     /// Refit KMeans with another seed and report the ARI between both.
     pub stability_check: bool,
+    /// Read every transaction file even when a saved aggregation state covers some of them
+    /// ([`run_incremental`]).
+    pub full: bool,
 }
 
 /// What a run did (stored with it as JSON).
@@ -93,6 +97,9 @@ pub struct RunReport {
     pub timings_ms: BTreeMap<String, u64>,
     /// Data window: first and last transaction, epoch ms.
     pub window: (Option<i64>, Option<i64>),
+    /// Incremental runs: files reused from the saved state, files read, why not incremental.
+    #[serde(default)]
+    pub incremental: Option<IncrementalReport>,
 }
 
 /// A run's result.
@@ -136,12 +143,52 @@ pub fn run(
     previous: &[PreviousCluster],
     progress: &(dyn Fn(Stage) + Sync),
 ) -> Result<Segmentation, EtlError> {
+    run_inner(transactions, users, params, previous, progress, None)
+}
+
+/// [`run`], reusing the aggregation state saved by an earlier run when it still describes
+/// the transaction files (reading only the new ones), and saving the new state to
+/// `state.save_to` ([`crate::incremental`]). `params.full` (or `state.full`) reads everything.
+/// The report's `incremental` says what was reused and why not.
+pub fn run_incremental(
+    transactions: &[PathBuf],
+    users: &[PathBuf],
+    params: &RunParams,
+    previous: &[PreviousCluster],
+    progress: &(dyn Fn(Stage) + Sync),
+    state: &StateFiles,
+) -> Result<Segmentation, EtlError> {
+    run_inner(transactions, users, params, previous, progress, Some(state))
+}
+
+fn run_inner(
+    transactions: &[PathBuf],
+    users: &[PathBuf],
+    params: &RunParams,
+    previous: &[PreviousCluster],
+    progress: &(dyn Fn(Stage) + Sync),
+    state: Option<&StateFiles>,
+) -> Result<Segmentation, EtlError> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(params.etl.threads)
         .build()
         .map_err(|e| EtlError::Threads(e.to_string()))?;
     let t0 = Instant::now();
-    let agg = etl::aggregate_files(transactions, &params.etl, &|p| progress(Stage::Reading(p)))?;
+    let reading = |p| progress(Stage::Reading(p));
+    let (agg, incremental) = match state {
+        None => (
+            etl::aggregate_files(transactions, &params.etl, &reading)?,
+            None,
+        ),
+        Some(state) => {
+            let state = StateFiles {
+                full: state.full || params.full,
+                ..state.clone()
+            };
+            let (agg, inc) = aggregate_incremental(transactions, &params.etl, &state, &reading)?;
+            (agg, Some(inc))
+        }
+    };
     let read_ms = t0.elapsed().as_millis() as u64;
     let mut channels: HashMap<String, Channel> = HashMap::new();
     etl::read_users(users, &params.etl, |u| {
@@ -158,6 +205,7 @@ pub fn run(
     let mut seg = pool.install(|| segment(features, params, previous, progress));
     seg.report.window = (agg.report.min_created_at, agg.report.max_created_at);
     seg.report.clean = Some(agg.report);
+    seg.report.incremental = incremental;
     seg.report.timings_ms.insert("read".into(), read_ms);
     seg.report.timings_ms.insert("features".into(), features_ms);
     Ok(seg)
@@ -256,6 +304,7 @@ pub fn segment(
         matched,
         timings_ms: timings,
         window: (None, None),
+        incremental: None,
     };
     Segmentation {
         features,

@@ -61,6 +61,9 @@ pub struct RunArgs {
     /// HDBSCAN minimum cluster size.
     #[arg(long)]
     pub min_cluster_size: Option<usize>,
+    /// Read every transaction file again, not only those the last run did not read.
+    #[arg(long)]
+    pub full: bool,
     /// Account (slug).
     #[arg(long, default_value = crate::accounts::DEFAULT_ACCOUNT)]
     pub account: String,
@@ -115,6 +118,10 @@ async fn run_segmentation(config: &Config, db: &Db, args: RunArgs) -> anyhow::Re
         args.min_cluster_size,
     )
     .map_err(anyhow::Error::msg)?;
+    let params = farol_segment::RunParams {
+        full: args.full,
+        ..params
+    };
     let configured = Sources::from_config(&config.segment);
     let sources = Sources {
         transactions: if args.transactions.is_empty() {
@@ -162,6 +169,15 @@ async fn run_segmentation(config: &Config, db: &Db, args: RunArgs) -> anyhow::Re
                 "object store: {} objects listed, {} downloaded ({} bytes)",
                 r.listed, r.downloaded, r.bytes
             );
+        }
+        if let Some(i) = &summary.report.incremental {
+            match &i.full_reason {
+                None => eprintln!(
+                    "incremental: {} files read, {} reused from the last run",
+                    i.new_files, i.reused_files
+                ),
+                Some(why) => eprintln!("full pass ({why}): {} files read", i.new_files),
+            }
         }
     }
     if args.json {

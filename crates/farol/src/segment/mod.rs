@@ -13,6 +13,7 @@ pub mod routes;
 pub mod schedule;
 pub mod service;
 pub mod smartico;
+pub mod state;
 pub mod store;
 pub mod worker;
 

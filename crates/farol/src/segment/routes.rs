@@ -34,6 +34,8 @@ pub struct NewRun {
     pub k: Option<usize>,
     /// HDBSCAN minimum cluster size.
     pub min_cluster_size: Option<usize>,
+    /// Read every transaction file again instead of only those the last run did not read.
+    pub full: bool,
 }
 
 /// Builds run parameters from the configuration and the request's choices.
@@ -111,7 +113,8 @@ pub async fn start_run(
         }
     };
     problems.into_result()?;
-    let params = params.expect("checked");
+    let mut params = params.expect("checked");
+    params.full = body.full;
     let sources = Sources::from_config(config);
     let account_id = user.account_id;
     let id = service::create(&state.db, account_id, Some(user.id), &sources, &params).await?;

@@ -182,6 +182,8 @@ pub async fn execute_run(
     progress: impl Fn(Stage) + Send + Sync + 'static,
 ) -> anyhow::Result<RunSummary> {
     let _heartbeat = Heartbeat::start(db, run_id, owner, config.segment.lease_ms());
+    let state =
+        super::state::RunState::new(&config.data_dir, account_id, run_id, &sources.transactions);
     let (sources, fetched) =
         match super::lake::materialize_all(&config.segment, &config.data_dir, sources).await {
             Ok(s) => s,
@@ -197,7 +199,7 @@ pub async fn execute_run(
     let previous = previous_clusters(&mut conn, account_id).await?;
     drop(conn);
     match execute(
-        db, account_id, created_by, run_id, owner, sources, params, previous, progress,
+        db, account_id, created_by, run_id, owner, sources, params, previous, &state, progress,
     )
     .await
     {
@@ -214,6 +216,7 @@ pub async fn execute_run(
             Ok(RunSummary { fetched, ..summary })
         }
         Err(e) => {
+            state.discard();
             let mut conn = db.pool().acquire().await?;
             store::fail_run(&mut conn, run_id, owner, &format!("{e:#}")).await?;
             Err(e.context(format!("segmentation run #{run_id} failed")))
@@ -253,15 +256,23 @@ async fn execute(
     sources: Sources,
     params: RunParams,
     previous: Vec<PreviousCluster>,
+    state: &super::state::RunState,
     progress: impl Fn(Stage) + Send + Sync + 'static,
 ) -> anyhow::Result<RunSummary> {
+    let files = state.files(params.full).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot create the aggregation state folder {}: {e}",
+            state.current.parent().unwrap_or(&state.current).display()
+        )
+    })?;
     let (seg, users): (Segmentation, Vec<UserRow>) = tokio::task::spawn_blocking(move || {
-        let seg = farol_segment::run(
+        let seg = farol_segment::run_incremental(
             &sources.transactions,
             &sources.users,
             &params,
             &previous,
             &progress,
+            &files,
         )?;
         let mut users = Vec::new();
         farol_segment::read_users(&sources.users, &params.etl, |u| users.push(u))?;
@@ -289,6 +300,11 @@ async fn execute(
         e => e.into(),
     })?;
     tx.commit().await?;
+    // Stored: the next run may start from this run's aggregation.
+    if let Err(e) = state.promote() {
+        tracing::warn!(run = run_id, error = %e, path = %state.current.display(),
+            "cannot keep the aggregation state; the next run reads every file");
+    }
     Ok(RunSummary {
         run_id,
         import_id,

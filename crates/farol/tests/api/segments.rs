@@ -450,7 +450,7 @@ async fn a_run_reads_an_s3_compatible_lake_and_later_runs_fetch_only_new_objects
         .await
         .unwrap();
     let url = secrecy::ExposeSecret::expose_secret(&config.database.url).to_owned();
-    let run = |json: bool| {
+    let run = |json: bool, extra: &[&str]| {
         let mut cmd = farol_bin(dir.path(), &url);
         cmd.env("FAROL_SEGMENT__S3_ENDPOINT", &s3.endpoint)
             .env("FAROL_SEGMENT__S3_ACCESS_KEY_ID", "test")
@@ -462,7 +462,8 @@ async fn a_run_reads_an_s3_compatible_lake_and_later_runs_fetch_only_new_objects
                 "s3://lake/tx/",
                 "--users",
                 "s3://lake/users/",
-            ]);
+            ])
+            .args(extra);
         if json {
             cmd.arg("--json");
         }
@@ -477,7 +478,7 @@ async fn a_run_reads_an_s3_compatible_lake_and_later_runs_fetch_only_new_objects
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    let (stdout, stderr) = run(false);
+    let (stdout, stderr) = run(false, &[]);
     assert!(
         stderr.contains(&format!(
             "{} objects listed, {} downloaded",
@@ -487,9 +488,17 @@ async fn a_run_reads_an_s3_compatible_lake_and_later_runs_fetch_only_new_objects
         "{stderr}"
     );
     assert!(stdout.contains("200 players"), "{stdout}");
-    let (_, stderr) = run(false);
+    let (_, stderr) = run(false, &[]);
     assert!(
         stderr.contains(&format!("{} objects listed, 0 downloaded", first.len())),
+        "{stderr}"
+    );
+    // Nothing new in the lake: nothing read again.
+    assert!(
+        stderr.contains(&format!(
+            "incremental: 0 files read, {} reused from the last run",
+            first.len()
+        )),
         "{stderr}"
     );
 
@@ -498,14 +507,24 @@ async fn a_run_reads_an_s3_compatible_lake_and_later_runs_fetch_only_new_objects
         .put("lake", &key, &std::fs::read(last).unwrap())
         .await
         .unwrap();
-    let (stdout, _) = run(true);
+    let (stdout, _) = run(true, &[]);
     let summary: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(
         summary["report"]["clean"]["files"],
         partitions.len(),
-        "every partition read: {}",
+        "every partition counted: {}",
         summary["report"]["clean"]
     );
+    let inc = &summary["report"]["incremental"];
+    assert_eq!(inc["new_files"], 1, "only the new partition read: {inc}");
+    assert_eq!(inc["reused_files"], first.len(), "{inc}");
+    // --full reads everything again, with the same counts.
+    let (stdout, _) = run(true, &["--full"]);
+    let full: Value = serde_json::from_str(&stdout).unwrap();
+    let inc = &full["report"]["incremental"];
+    assert_eq!(inc["full_reason"], "full pass requested", "{inc}");
+    assert_eq!(inc["new_files"], partitions.len(), "{inc}");
+    assert_eq!(full["report"]["clean"], summary["report"]["clean"]);
 
     // A missing bucket is an error naming it.
     let out = farol_bin(dir.path(), &url)
@@ -695,4 +714,179 @@ async fn a_serve_killed_mid_run_lets_the_next_process_take_the_run_over() {
         .await
         .unwrap();
     assert_eq!(members, 3000, "stored once, by the worker that finished it");
+}
+
+/// Every member of the active run: user → (cluster label, features from `/behavior`).
+async fn members(app: &TestApp, token: &str) -> HashMap<String, (i64, Value)> {
+    let mut out = HashMap::new();
+    let clusters = app.get("/api/v1/clusters", token).await.body;
+    for c in clusters.as_array().unwrap() {
+        let id = c["id"].as_i64().unwrap();
+        let mut after = String::new();
+        loop {
+            let page = app
+                .get(
+                    &format!("/api/v1/clusters/{id}/users?limit=500&after={after}"),
+                    token,
+                )
+                .await
+                .body;
+            for m in page["items"].as_array().unwrap() {
+                let user = m["user_ext_id"].as_str().unwrap();
+                let r = app
+                    .get(&format!("/api/v1/users/{user}/behavior"), token)
+                    .await;
+                assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+                let features = r.body;
+                assert!(features["bets"].is_number(), "{features}");
+                out.insert(
+                    m["user_ext_id"].as_str().unwrap().to_owned(),
+                    (c["label"].as_i64().unwrap(), features),
+                );
+            }
+            match page["next_after"].as_str() {
+                Some(a) => after = a.to_owned(),
+                None => break,
+            }
+        }
+    }
+    out
+}
+
+/// Equal JSON, numbers up to the order of floating-point additions.
+fn assert_json_close(a: &Value, b: &Value, at: &str) {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            assert!(
+                (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0),
+                "{at}: {x} vs {y}"
+            );
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            assert_eq!(x.len(), y.len(), "{at}");
+            for (k, v) in x {
+                assert_json_close(v, &y[k], &format!("{at}.{k}"));
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            assert_eq!(x.len(), y.len(), "{at}");
+            for (i, (v, w)) in x.iter().zip(y).enumerate() {
+                assert_json_close(v, w, &format!("{at}[{i}]"));
+            }
+        }
+        _ => assert_eq!(a, b, "{at}"),
+    }
+}
+
+#[tokio::test]
+async fn a_later_run_reads_only_the_new_partition_and_matches_a_full_run() {
+    let (mut config, dir) = test_config().await;
+    lake(dir.path(), 300);
+    let tx_root = dir.path().join("lake/transactions");
+    config.segment.transactions = tx_root.display().to_string();
+    config.segment.users = dir.path().join("lake/users.csv").display().to_string();
+    let mut partitions: Vec<std::path::PathBuf> = std::fs::read_dir(&tx_root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    partitions.sort();
+    let n = partitions.len();
+    assert!(n > 10, "partitioned by day: {partitions:?}");
+    // The last day arrives after the first run.
+    let last = partitions.last().unwrap().clone();
+    let held = dir.path().join("held-partition");
+    std::fs::rename(&last, &held).unwrap();
+    let data_dir = dir.path().to_path_buf();
+    let app = spawn_with(config, dir).await;
+    let token = app.admin().await;
+    let start = |body: Value| {
+        let (app, token) = (&app, &token);
+        async move {
+            let r = app.post("/api/v1/segmentations", token, body).await;
+            assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+            let run = wait_run(app, token, r.body["id"].as_i64().unwrap()).await;
+            assert_eq!(run["status"], "completed", "{run}");
+            run
+        }
+    };
+    let kmeans = json!({"algorithm": "kmeans", "k": 5});
+
+    let run1 = start(kmeans.clone()).await;
+    let inc = &run1["report"]["incremental"];
+    assert_eq!(inc["full_reason"], "no saved state", "{inc}");
+    assert_eq!(inc["new_files"], n - 1, "{inc}");
+    assert_eq!(inc["reused_files"], 0, "{inc}");
+
+    std::fs::rename(&held, &last).unwrap();
+    // A run that fails after reading the transactions (the users file is gone) leaves the
+    // saved state as it was: the next run still reads the new partition.
+    let users_csv = data_dir.join("lake/users.csv");
+    std::fs::rename(&users_csv, data_dir.join("users.away")).unwrap();
+    let r = app
+        .post("/api/v1/segmentations", &token, kmeans.clone())
+        .await;
+    let failed = wait_run(&app, &token, r.body["id"].as_i64().unwrap()).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    std::fs::rename(data_dir.join("users.away"), &users_csv).unwrap();
+    let states: Vec<_> = std::fs::read_dir(data_dir.join("segment-state/account-1"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(states.len(), 1, "one state, no leftovers: {states:?}");
+    assert!(states[0].ends_with(".state"), "{states:?}");
+
+    let run2 = start(kmeans.clone()).await;
+    let inc = &run2["report"]["incremental"];
+    assert_eq!(inc["full_reason"], Value::Null, "{inc}");
+    assert_eq!(inc["new_files"], 1, "only the new partition is read: {inc}");
+    assert_eq!(inc["reused_files"], n - 1, "{inc}");
+    assert_eq!(run2["report"]["clean"]["files"], n);
+    let incremental_members = members(&app, &token).await;
+    assert_eq!(incremental_members.len(), 300);
+
+    // The same files read in full give the same players, clusters and features.
+    let mut full = kmeans.clone();
+    full["full"] = json!(true);
+    let run3 = start(full).await;
+    let inc = &run3["report"]["incremental"];
+    assert_eq!(inc["full_reason"], "full pass requested", "{inc}");
+    assert_eq!(inc["new_files"], n, "{inc}");
+    assert_eq!(inc["reused_files"], 0);
+    assert_eq!(run3["report"]["clean"], run2["report"]["clean"]);
+    assert_json_close(
+        &run3["report"]["window"],
+        &run2["report"]["window"],
+        "window",
+    );
+    let full_members = members(&app, &token).await;
+    assert_eq!(full_members.len(), incremental_members.len());
+    for (user, (label, features)) in &full_members {
+        let (l2, f2) = &incremental_members[user];
+        assert_eq!(label, l2, "{user} in the same cluster");
+        assert_json_close(features, f2, user);
+    }
+
+    // An old partition rewritten (new modification time): everything is read again.
+    let first_file = std::fs::read_dir(&partitions[0])
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&first_file)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() + Duration::from_secs(60))
+        .unwrap();
+    let run4 = start(kmeans).await;
+    let inc = &run4["report"]["incremental"];
+    let reason = inc["full_reason"].as_str().unwrap();
+    let partition = partitions[0].file_name().unwrap().to_str().unwrap();
+    assert!(
+        reason.starts_with("file changed since the last run") && reason.contains(partition),
+        "{reason}"
+    );
+    assert_eq!(inc["new_files"], n, "{inc}");
+    assert_eq!(run4["report"]["clean"], run3["report"]["clean"]);
 }
