@@ -1,6 +1,7 @@
 //! Wiring: configuration in, a running server out. Tests use the same seam with a listener on
 //! port 0 and their own shutdown future.
 
+use anyhow::Context;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,15 +26,19 @@ pub struct App {
 impl App {
     /// Connects to the database (migrating it) and to Redis when configured.
     pub async fn build(config: Config) -> anyhow::Result<App> {
-        let db = Db::connect(&config.database_url(), config.database.max_connections).await?;
+        let db = Db::connect(&config.database_url(), config.database.max_connections)
+            .await
+            .context("connecting to the database")?;
         crate::campaign::audiences::set_score_classes(
             config.campaign.score_hot_min,
             config.campaign.score_warm_min,
         );
-        db.migrate().await?;
+        db.migrate().await.context("applying database migrations")?;
 
         let secret = match config.auth.jwt_secret.expose_secret() {
-            "" => crate::auth::load_or_create_jwt_secret(&db).await?,
+            "" => crate::auth::load_or_create_jwt_secret(&db)
+                .await
+                .context("loading the token signing key")?,
             configured if configured.len() < 32 => {
                 anyhow::bail!(
                     "configuration error: key `auth.jwt_secret`: must have at least 32 characters"

@@ -173,3 +173,33 @@ pub async fn list_audit(
         }
     })))
 }
+
+/// Deletes row `id` of `table` in the actor's account and audits the deletion as
+/// `<entity>.delete` with the row's last state (`before`), in `tx`. `table` and `entity` are
+/// always literals of the calling module, never user input.
+pub async fn delete_audited<T: Serialize>(
+    tx: &mut Tx,
+    actor: &Actor,
+    table: &'static str,
+    entity: &'static str,
+    id: i64,
+    before: &T,
+) -> DbResult<()> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "delete from {table} where account_id = $1 and id = $2"
+    )))
+    .bind(actor.account_id)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    record(
+        tx,
+        actor,
+        &format!("{entity}.delete"),
+        entity,
+        id,
+        Some(before),
+        NONE,
+    )
+    .await
+}

@@ -605,18 +605,13 @@ pub async fn delete_audience(
             message: format!("campaign {c} uses this audience"),
         });
     }
-    sqlx::query("delete from audiences where id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-    audit::record(
+    audit::delete_audited(
         &mut tx,
         &user.actor(),
-        "audience.delete",
+        "audiences",
         "audience",
         id,
-        Some(&AudienceOut::from(before)),
-        audit::NONE,
+        &AudienceOut::from(before),
     )
     .await?;
     tx.commit().await?;

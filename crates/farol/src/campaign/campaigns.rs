@@ -771,18 +771,13 @@ pub async fn delete_campaign(
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("delete from campaigns where id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-    audit::record(
+    audit::delete_audited(
         &mut tx,
         &user.actor(),
-        "campaign.delete",
+        "campaigns",
         "campaign",
         id,
-        Some(&CampaignOut::from(before)),
-        audit::NONE,
+        &CampaignOut::from(before),
     )
     .await?;
     tx.commit().await?;

@@ -459,18 +459,13 @@ pub async fn delete_suppression(
     let Some(row) = row else {
         return Err(ApiError::NotFound("suppression"));
     };
-    sqlx::query("delete from suppressions where id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-    audit::record(
+    audit::delete_audited(
         &mut tx,
         &user.actor(),
-        "suppression.delete",
+        "suppressions",
         "suppression",
         id,
-        Some(&SuppressionOut::from(row)),
-        audit::NONE,
+        &SuppressionOut::from(row),
     )
     .await?;
     tx.commit().await?;

@@ -594,18 +594,13 @@ pub async fn delete_template(
             message: format!("campaign {c} uses this template"),
         });
     }
-    sqlx::query("delete from templates where id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-    audit::record(
+    audit::delete_audited(
         &mut tx,
         &user.actor(),
-        "template.delete",
+        "templates",
         "template",
         id,
-        Some(&TemplateOut::from(before)),
-        audit::NONE,
+        &TemplateOut::from(before),
     )
     .await?;
     tx.commit().await?;

@@ -854,18 +854,13 @@ pub async fn delete_account(
             ),
         });
     }
-    sqlx::query("delete from channel_accounts where id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-    audit::record(
+    audit::delete_audited(
         &mut tx,
         &user.actor(),
-        "channel_account.delete",
+        "channel_accounts",
         "channel_account",
         id,
-        Some(&audit_view(&before)),
-        audit::NONE,
+        &audit_view(&before),
     )
     .await?;
     tx.commit().await?;

@@ -902,7 +902,7 @@ pub async fn delete_client(
     user.require(Permission::CrmDelete)?;
     let mut tx = state.db.begin().await?;
     let before = get_one(&mut tx, user.account_id, id).await?;
-    super::delete_audited(&mut tx, &user, "clients", "client", id, &before).await?;
+    crate::audit::delete_audited(&mut tx, &user.actor(), "clients", "client", id, &before).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -492,7 +492,8 @@ pub async fn delete_contact(
     user.require(Permission::CrmDelete)?;
     let mut tx = state.db.begin().await?;
     let before = get_contact(&mut tx, user.account_id, id).await?;
-    super::delete_audited(&mut tx, &user, "contacts", "contact", id, &before).await?;
+    crate::audit::delete_audited(&mut tx, &user.actor(), "contacts", "contact", id, &before)
+        .await?;
     refresh_search_text(&mut tx, before.client_id).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)

@@ -488,7 +488,15 @@ pub async fn delete_field(
     user.require(Permission::CrmConfigure)?;
     let mut tx = state.db.begin().await?;
     let before = get_field(&mut tx, user.account_id, id).await?;
-    super::delete_audited(&mut tx, &user, "custom_fields", "custom_field", id, &before).await?;
+    crate::audit::delete_audited(
+        &mut tx,
+        &user.actor(),
+        "custom_fields",
+        "custom_field",
+        id,
+        &before,
+    )
+    .await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

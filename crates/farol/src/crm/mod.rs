@@ -8,46 +8,10 @@ pub mod portfolios;
 pub mod tags;
 pub mod timeline;
 
-use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api::ApiResult;
-use crate::audit;
-use crate::auth::AuthUser;
-use crate::db::Tx;
 use crate::state::AppState;
-
-/// Deletes row `id` of `table` in the caller's account and audits the deletion with the row's
-/// last state (`before`). `table` is always a literal of this module, never user input.
-async fn delete_audited<T: Serialize>(
-    tx: &mut Tx,
-    user: &AuthUser,
-    table: &'static str,
-    entity: &'static str,
-    id: i64,
-    before: &T,
-) -> ApiResult<()> {
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "delete from {table} where account_id = $1 and id = $2"
-    )))
-    .bind(user.account_id)
-    .bind(id)
-    .execute(&mut **tx)
-    .await?;
-    let action = format!("{entity}.delete");
-    audit::record(
-        tx,
-        &user.actor(),
-        &action,
-        entity,
-        id,
-        Some(before),
-        audit::NONE,
-    )
-    .await?;
-    Ok(())
-}
 
 /// The CRM routes (mounted under `/api/v1`).
 pub fn router() -> OpenApiRouter<AppState> {

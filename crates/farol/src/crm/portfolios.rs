@@ -266,7 +266,15 @@ pub async fn delete_portfolio(
     user.require(Permission::CrmConfigure)?;
     let mut tx = state.db.begin().await?;
     let before = get_portfolio(&mut tx, user.account_id, id).await?;
-    super::delete_audited(&mut tx, &user, "portfolios", "portfolio", id, &before).await?;
+    crate::audit::delete_audited(
+        &mut tx,
+        &user.actor(),
+        "portfolios",
+        "portfolio",
+        id,
+        &before,
+    )
+    .await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -248,7 +248,7 @@ pub async fn delete_tag(
     user.require(Permission::CrmConfigure)?;
     let mut tx = state.db.begin().await?;
     let before = get_tag(&mut tx, user.account_id, id).await?;
-    super::delete_audited(&mut tx, &user, "tags", "tag", id, &before).await?;
+    crate::audit::delete_audited(&mut tx, &user.actor(), "tags", "tag", id, &before).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

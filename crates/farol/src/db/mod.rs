@@ -82,8 +82,8 @@ impl Db {
                         // second writer wait instead of failing; NORMAL is durable in WAL mode
                         // except for the last transactions on power loss (not on process crash).
                         conn.execute(sqlx::raw_sql(
-                            "pragma journal_mode = wal; pragma synchronous = normal; \
-                             pragma foreign_keys = on; pragma busy_timeout = 15000; \
+                            "pragma busy_timeout = 15000; pragma journal_mode = wal; \
+                             pragma synchronous = normal; pragma foreign_keys = on; \
                              pragma temp_store = memory; pragma cache_size = -65536;",
                         ))
                         .await?;

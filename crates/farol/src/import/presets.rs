@@ -187,19 +187,14 @@ pub async fn delete_preset(
         DbError::NotFound => ApiError::NotFound("import preset"),
         other => other.into(),
     })?;
-    sqlx::query("delete from import_presets where id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
     let before = Preset::from(row);
-    audit::record(
+    audit::delete_audited(
         &mut tx,
         &user.actor(),
-        "import_preset.delete",
+        "import_presets",
         "import_preset",
         id,
-        Some(&before),
-        audit::NONE,
+        &before,
     )
     .await?;
     tx.commit().await?;
