@@ -14,6 +14,7 @@ pub mod campaigns;
 pub mod channels;
 pub mod cli;
 pub mod hours;
+pub mod recorder;
 pub mod render;
 pub mod store;
 pub mod templates;

@@ -16,13 +16,13 @@ use tokio::task::JoinHandle;
 
 use super::channels::Channels;
 use super::hours::BusinessHours;
+use super::recorder::{Record, Recorder};
 use super::render;
 use super::store::{self, Claimed, Outcome, Runnable};
 use super::templates::{self, Channel, TemplateRow};
-use super::throttle::{LocalThrottle, Throttle};
+use super::throttle::{Throttle, ThrottleKey};
 use crate::config::Config;
 use crate::crm::clients::ClientOut;
-use crate::crm::timeline::{self, NewItem, Origin};
 use crate::db::{Db, now_ms};
 
 /// What every worker of a process shares.
@@ -41,6 +41,8 @@ pub struct Sender {
     hours: Option<BusinessHours>,
     /// One breaker per channel of this process.
     breakers: HashMap<&'static str, CircuitBreaker>,
+    /// Group commit of outcomes (one task per process).
+    recorder: Recorder,
 }
 
 impl Sender {
@@ -52,12 +54,13 @@ impl Sender {
     }
 
     /// Workers' shared state for `config`, sending through `channels`.
-    pub fn new(db: Db, channels: Channels, config: &Config) -> Sender {
+    pub fn new(db: Db, channels: Channels, throttle: Arc<dyn Throttle>, config: &Config) -> Sender {
         let c = &config.campaign;
         Sender {
+            recorder: Recorder::spawn(db.clone()),
             db,
             channels,
-            throttle: Arc::new(LocalThrottle::default()),
+            throttle,
             engine: TemplateEngine::default(),
             backoff: Backoff {
                 base: Duration::from_millis(c.retry_base_ms.max(1)),
@@ -91,17 +94,18 @@ impl Sender {
     }
 }
 
-/// Starts `config.campaign.workers` workers. Once `stop` is set (and `wake` notified) they
-/// finish the sends in flight, put the claimed recipients not yet started back in the queue,
-/// and return.
+/// Starts `config.campaign.workers` workers pacing through `throttle` (one per process, see
+/// [`super::throttle::for_process`]). Once `stop` is set (and `wake` notified) they finish the
+/// sends in flight, put the claimed recipients not yet started back in the queue, and return.
 pub fn spawn(
     db: &Db,
     channels: &Channels,
+    throttle: Arc<dyn Throttle>,
     config: &Config,
     stop: Arc<AtomicBool>,
     wake: Arc<Notify>,
 ) -> Vec<JoinHandle<()>> {
-    let sender = Arc::new(Sender::new(db.clone(), channels.clone(), config));
+    let sender = Arc::new(Sender::new(db.clone(), channels.clone(), throttle, config));
     (0..config.campaign.workers)
         .map(|i| {
             let owner = format!("send-{}-{i}", uuid::Uuid::new_v4().simple());
@@ -197,6 +201,7 @@ pub async fn run_batch(
     let template = templates::get(&mut conn, c.account_id, c.template_id).await?;
     let ids: Vec<i64> = claimed.iter().map(|r| r.client_id).collect();
     let clients = render::load_clients(&mut conn, c.account_id, &ids).await?;
+    let contacts = load_contacts(&mut conn, c.account_id, channel_name, &ids).await?;
     drop(conn);
     let n = claimed.len();
     // A send started later than this might not be recorded before the lease expires and
@@ -209,6 +214,7 @@ pub async fn run_batch(
         channel: channel.as_ref(),
         channel_name,
         clients: &clients,
+        contacts: &contacts,
         deadline,
         owner,
         stop,
@@ -229,6 +235,50 @@ pub async fn run_batch(
     Ok(n)
 }
 
+/// A contact's `opted_out` and `invalid_at`.
+type ContactState = (i64, Option<i64>);
+
+fn contact_kind(channel: Channel) -> &'static str {
+    if channel == Channel::Email {
+        "email"
+    } else {
+        "phone"
+    }
+}
+
+/// The contacts of `client_ids` of the channel's kind, for the first send-time check of a
+/// batch (one query instead of one per recipient).
+async fn load_contacts(
+    conn: &mut sqlx::AnyConnection,
+    account_id: i64,
+    channel: Channel,
+    client_ids: &[i64],
+) -> anyhow::Result<HashMap<(i64, String), ContactState>> {
+    let mut q = crate::db::SqlBuilder::new(
+        "select client_id, value, opted_out, invalid_at from contacts where account_id = ",
+    );
+    q.bind(account_id)
+        .push(" and kind = ")
+        .bind(contact_kind(channel).to_owned())
+        .push(" and client_id in ")
+        .bind_list(client_ids.iter().copied());
+    let rows: Vec<(i64, String, i64, Option<i64>)> = q.query_as().fetch_all(conn).await?;
+    Ok(rows
+        .into_iter()
+        .map(|(client, value, opted_out, invalid_at)| ((client, value), (opted_out, invalid_at)))
+        .collect())
+}
+
+/// Why a contact in this state must not receive the message, if it must not.
+fn suppression(state: Option<ContactState>) -> Option<&'static str> {
+    match state {
+        None => Some("no_address"),
+        Some((opted_out, _)) if opted_out != 0 => Some("opted_out"),
+        Some((_, Some(_))) => Some("contact_invalid"),
+        Some(_) => None,
+    }
+}
+
 struct Job<'a> {
     s: &'a Sender,
     c: &'a Runnable,
@@ -236,6 +286,9 @@ struct Job<'a> {
     channel: &'a dyn farol_channels::Channel,
     channel_name: Channel,
     clients: &'a HashMap<i64, (ClientOut, Option<String>)>,
+    /// The recipients' contacts as read right after the claim: (client, address) →
+    /// (opted_out, invalid_at).
+    contacts: &'a HashMap<(i64, String), ContactState>,
     deadline: std::time::Instant,
     owner: &'a str,
     stop: &'a AtomicBool,
@@ -254,12 +307,8 @@ impl Job<'_> {
         client_id: i64,
         address: &str,
     ) -> anyhow::Result<Option<&'static str>> {
-        let kind = if self.channel_name == Channel::Email {
-            "email"
-        } else {
-            "phone"
-        };
-        let row: Option<(i64, Option<i64>)> = sqlx::query_as(
+        let kind = contact_kind(self.channel_name);
+        let row: Option<ContactState> = sqlx::query_as(
             "select opted_out, invalid_at from contacts where account_id = $1 and kind = $2 and value = $3 and client_id = $4",
         )
         .bind(self.c.account_id)
@@ -268,27 +317,19 @@ impl Job<'_> {
         .bind(client_id)
         .fetch_optional(self.s.db.pool())
         .await?;
-        Ok(match row {
-            None => Some("no_address"),
-            Some((opted_out, _)) if opted_out != 0 => Some("opted_out"),
-            Some((_, Some(_))) => Some("contact_invalid"),
-            Some(_) => None,
-        })
+        Ok(suppression(row))
     }
 
     async fn skip(&self, r: &Claimed, reason: &str) -> anyhow::Result<()> {
-        let mut tx = self.s.db.begin().await?;
-        store::record(
-            &mut tx,
-            r.id,
-            self.owner,
-            &Outcome::Skipped {
+        self.finish(
+            r,
+            "",
+            Outcome::Skipped {
                 reason: reason.to_owned(),
             },
+            String::new(),
         )
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        .await
     }
 
     /// Whether the campaign is still running (paused or cancelled ones stop mid-batch).
@@ -322,11 +363,14 @@ impl Job<'_> {
         let Some(address) = r.address.clone() else {
             return self.skip(&r, "no_address").await;
         };
-        if let Some(reason) = self.suppressed(r.client_id, &address).await? {
+        let preloaded = self.contacts.get(&(r.client_id, address.clone())).copied();
+        if let Some(reason) = suppression(preloaded) {
             return self.skip(&r, reason).await;
         }
         if let Some(rate) = self.c.throttle_per_sec {
-            s.throttle.acquire(self.c.id, rate).await;
+            s.throttle
+                .acquire(ThrottleKey::Campaign(self.c.id), rate)
+                .await;
         }
         if self.stop.load(Ordering::Relaxed)
             || std::time::Instant::now() > self.deadline
@@ -387,7 +431,7 @@ impl Job<'_> {
                 (self.outcome(&r, result), summary)
             }
         };
-        self.finish(&r, &address, &outcome, &summary).await
+        self.finish(&r, &address, outcome, summary).await
     }
 
     fn outcome(
@@ -425,103 +469,29 @@ impl Job<'_> {
         }
     }
 
+    /// Records the outcome (group commit, see [`super::recorder`]); returns once it is
+    /// committed, so the send keeps its concurrency slot until then.
     async fn finish(
         &self,
         r: &Claimed,
         address: &str,
-        outcome: &Outcome,
-        summary: &str,
+        outcome: Outcome,
+        summary: String,
     ) -> anyhow::Result<()> {
-        let kind = if self.channel_name == Channel::Email {
-            "email"
-        } else {
-            "phone"
-        };
-        let label = match self.channel_name {
-            Channel::Email => "E-mail",
-            Channel::Whatsapp => "WhatsApp message",
-            Channel::Sms => "SMS",
-        };
-        let mut tx = self.s.db.begin().await?;
-        if !store::record(&mut tx, r.id, self.owner, outcome).await? {
-            // Another worker took the recipient over (our lease expired mid-send).
-            tracing::warn!(recipient = r.id, "lease lost before recording the send");
-            tx.commit().await?;
-            return Ok(());
-        }
-        let now = now_ms();
-        let metadata = |extra: serde_json::Value| {
-            let mut m = serde_json::json!({
-                "campaign_id": self.c.id,
-                "recipient_id": r.id,
-                "channel": self.channel_name.as_str(),
-                "address": address,
-            });
-            if let (Some(m), Some(extra)) = (m.as_object_mut(), extra.as_object()) {
-                m.extend(extra.clone());
-            }
-            m
-        };
-        let item = match outcome {
-            Outcome::Sent {
-                provider_message_id,
-            } => {
-                sqlx::query(
-                    "update contacts set last_contacted_at = $1 where client_id = $2 and kind = $3 and value = $4",
-                )
-                .bind(now)
-                .bind(r.client_id)
-                .bind(kind)
-                .bind(address.to_owned())
-                .execute(&mut *tx)
-                .await?;
-                Some((
-                    "campaign_message",
-                    if summary.is_empty() {
-                        format!("{label} sent")
-                    } else {
-                        format!("{label} sent: {summary}")
-                    },
-                    metadata(serde_json::json!({ "provider_message_id": provider_message_id })),
-                ))
-            }
-            Outcome::Failed { error } => {
-                if error.starts_with("contact_invalid") {
-                    sqlx::query(
-                        "update contacts set invalid_at = $1, invalid_reason = $2 where client_id = $3 and kind = $4 and value = $5",
-                    )
-                    .bind(now)
-                    .bind(error.clone())
-                    .bind(r.client_id)
-                    .bind(kind)
-                    .bind(address.to_owned())
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                Some((
-                    "campaign_failed",
-                    format!("{label} not delivered: {error}"),
-                    metadata(serde_json::json!({ "error": error })),
-                ))
-            }
-            Outcome::Retry { .. } | Outcome::Skipped { .. } => None,
-        };
-        if let Some((kind, text, metadata)) = item {
-            timeline::add(
-                &mut tx,
-                NewItem {
-                    account_id: self.c.account_id,
-                    client_id: r.client_id,
-                    kind,
-                    origin: Origin::System,
-                    text: &text,
-                    metadata,
-                    author_id: None,
-                },
-            )
+        self.s
+            .recorder
+            .record(Record {
+                recipient_id: r.id,
+                client_id: r.client_id,
+                account_id: self.c.account_id,
+                campaign_id: self.c.id,
+                owner: self.owner.to_owned(),
+                channel: self.channel_name,
+                address: address.to_owned(),
+                outcome,
+                summary,
+            })
             .await?;
-        }
-        tx.commit().await?;
         Ok(())
     }
 }
