@@ -246,6 +246,11 @@ pub struct CampaignConfig {
     pub breaker_failures: u32,
     /// How long an open breaker holds sends before one probe, seconds.
     pub breaker_cool_down_secs: u64,
+    /// Where sends wait: `database` (workers claim recipient rows) or `rabbitmq` (recipients
+    /// are published to `queue_name` on `[amqp] url`; workers consume them).
+    pub queue: String,
+    /// The RabbitMQ queue of sends (`<queue_name>.dead` holds poison messages).
+    pub queue_name: String,
 }
 
 impl Default for CampaignConfig {
@@ -264,6 +269,8 @@ impl Default for CampaignConfig {
             time_zone: "America/Sao_Paulo".into(),
             breaker_failures: 20,
             breaker_cool_down_secs: 30,
+            queue: "database".into(),
+            queue_name: "farol.campaign.sends".into(),
         }
     }
 }
@@ -527,6 +534,28 @@ impl Config {
             return Err(ConfigError(format!(
                 "key `campaign.business_hours`/`campaign.time_zone`: {e}"
             )));
+        }
+        match self.campaign.queue.as_str() {
+            "database" => {}
+            "rabbitmq" if self.amqp.url.expose_secret().is_empty() => {
+                return Err(ConfigError(
+                    "key `campaign.queue`: \"rabbitmq\" needs `amqp.url` (or AMQP_URL)".into(),
+                ));
+            }
+            "rabbitmq" => {
+                if self.campaign.queue_name.trim().is_empty()
+                    || self.campaign.queue_name.len() > 200
+                {
+                    return Err(ConfigError(
+                        "key `campaign.queue_name`: 1 to 200 characters".into(),
+                    ));
+                }
+            }
+            other => {
+                return Err(ConfigError(format!(
+                    "key `campaign.queue`: {other:?} is not a queue; use \"database\" or \"rabbitmq\""
+                )));
+            }
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError(format!("key `log.level`: {e}")));

@@ -10,6 +10,7 @@
 //!   template variables; [`unsubscribe`]: the one-click opt-out link; [`cli`]: `farol campaign`.
 
 pub mod audiences;
+pub mod broker;
 pub mod campaigns;
 pub mod channels;
 pub mod cli;

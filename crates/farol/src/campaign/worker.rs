@@ -27,15 +27,15 @@ use crate::db::{Db, now_ms};
 
 /// What every worker of a process shares.
 pub struct Sender {
-    db: Db,
-    channels: Channels,
+    pub(super) db: Db,
+    pub(super) channels: Channels,
     throttle: Arc<dyn Throttle>,
     engine: TemplateEngine,
     backoff: Backoff,
-    batch: usize,
+    pub(super) batch: usize,
     concurrency: usize,
-    lease_ms: i64,
-    poll: Duration,
+    pub(super) lease_ms: i64,
+    pub(super) poll: Duration,
     max_attempts: u32,
     public_url: String,
     hours: Option<BusinessHours>,
@@ -47,7 +47,7 @@ pub struct Sender {
 
 impl Sender {
     /// Whether business hours allow sending now.
-    fn open_now(&self) -> bool {
+    pub(super) fn open_now(&self) -> bool {
         self.hours
             .as_ref()
             .is_none_or(|h| h.is_open(jiff::Timestamp::now()))
@@ -106,6 +106,9 @@ pub fn spawn(
     wake: Arc<Notify>,
 ) -> Vec<JoinHandle<()>> {
     let sender = Arc::new(Sender::new(db.clone(), channels.clone(), throttle, config));
+    if config.campaign.queue == "rabbitmq" {
+        return super::broker::spawn(sender, config, stop, wake);
+    }
     (0..config.campaign.workers)
         .map(|i| {
             let owner = format!("send-{}-{i}", uuid::Uuid::new_v4().simple());
@@ -185,25 +188,49 @@ pub async fn run_batch(
 ) -> anyhow::Result<usize> {
     let channel_name = Channel::parse(&c.channel).unwrap_or(Channel::Email);
     // A process without this channel leaves its recipients to processes that have it.
-    let Some(channel) = s.channels.get(channel_name) else {
-        return Ok(0);
-    };
-    let limit = match c.throttle_per_sec {
-        // About one second of sends per claim, so the lease never covers a long wait.
-        Some(rate) => (rate.ceil() as usize).clamp(1, s.batch),
-        None => s.batch,
-    };
-    let claimed = store::claim(&s.db, c.id, owner, limit as i64, s.lease_ms).await?;
-    if claimed.is_empty() {
+    if s.channels.get(channel_name).is_none() {
         return Ok(0);
     }
+    let limit = batch_size(s, c);
+    let claimed = store::claim(&s.db, c.id, owner, limit as i64, s.lease_ms).await?;
+    let n = claimed.len();
+    send_claimed(s, c, owner, stop, claimed).await?;
+    Ok(n)
+}
+
+/// How many recipients of a campaign a claim (or a broker message) carries: about one second
+/// of sends when throttled, so the lease never covers a long wait; else `campaign.batch`.
+pub(super) fn batch_size(s: &Sender, c: &Runnable) -> usize {
+    match c.throttle_per_sec {
+        Some(rate) => (rate.ceil() as usize).clamp(1, s.batch),
+        None => s.batch,
+    }
+}
+
+/// Sends recipients claimed for `owner`: send-time checks, throttle, render, send, record.
+pub(super) async fn send_claimed(
+    s: &Sender,
+    c: &Runnable,
+    owner: &str,
+    stop: &AtomicBool,
+    claimed: Vec<Claimed>,
+) -> anyhow::Result<()> {
+    if claimed.is_empty() {
+        return Ok(());
+    }
+    let channel_name = Channel::parse(&c.channel).unwrap_or(Channel::Email);
+    let Some(channel) = s.channels.get(channel_name) else {
+        for r in &claimed {
+            store::release(&s.db, r.id, owner).await?;
+        }
+        return Ok(());
+    };
     let mut conn = s.db.pool().acquire().await?;
     let template = templates::get(&mut conn, c.account_id, c.template_id).await?;
     let ids: Vec<i64> = claimed.iter().map(|r| r.client_id).collect();
     let clients = render::load_clients(&mut conn, c.account_id, &ids).await?;
     let contacts = load_contacts(&mut conn, c.account_id, channel_name, &ids).await?;
     drop(conn);
-    let n = claimed.len();
     // A send started later than this might not be recorded before the lease expires and
     // another worker takes the recipient over: such recipients go back to the queue instead.
     let deadline = std::time::Instant::now() + Duration::from_millis(s.lease_ms as u64 / 2);
@@ -232,7 +259,7 @@ pub async fn run_batch(
             }
         })
         .await;
-    Ok(n)
+    Ok(())
 }
 
 /// A contact's `opted_out` and `invalid_at`.

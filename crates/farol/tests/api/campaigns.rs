@@ -110,9 +110,27 @@ fn header<'a>(msg: &'a Value, name: &str) -> Option<&'a str> {
     })
 }
 
+/// The send queue these tests run against: `FAROL_TEST_QUEUE=database` (default) or
+/// `rabbitmq` (`FAROL_TEST_AMQP_URL`, a queue of its own per test).
+fn with_queue(config: &mut farol::config::Config) {
+    match std::env::var("FAROL_TEST_QUEUE").as_deref() {
+        Err(_) | Ok("database") => {}
+        Ok("rabbitmq") => {
+            let url = std::env::var("FAROL_TEST_AMQP_URL")
+                .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+            config.amqp.url = url.into();
+            config.campaign.queue = "rabbitmq".into();
+            config.campaign.queue_name =
+                format!("farol-test-{}.sends", uuid::Uuid::new_v4().simple());
+        }
+        Ok(other) => panic!("FAROL_TEST_QUEUE must be database or rabbitmq, not {other}"),
+    }
+}
+
 /// An app whose e-mail channel is the sink, with quick polling and retries.
 async fn app_with_sink(sink: &Sink) -> TestApp {
     let (mut config, dir) = test_config().await;
+    with_queue(&mut config);
     config.smtp.url = format!("smtp://127.0.0.1:{}?tls=none", sink.port).into();
     config.smtp.from = "Farol <noreply@farol.test>".into();
     config.campaign.poll_ms = 50;
@@ -881,12 +899,18 @@ fn farol_bin(config: &farol::config::Config, sink: &Sink) -> Command {
     if !url.is_empty() {
         cmd.env("DATABASE_URL", url);
     }
+    if config.campaign.queue == "rabbitmq" {
+        cmd.env("FAROL_CAMPAIGN__QUEUE", "rabbitmq")
+            .env("FAROL_CAMPAIGN__QUEUE_NAME", &config.campaign.queue_name)
+            .env("AMQP_URL", config.amqp.url.expose_secret());
+    }
     cmd
 }
 
 /// An API-only app (no send workers) and its config, for tests that send from other processes.
 async fn api_only(sink: &Sink) -> (TestApp, farol::config::Config) {
     let (mut config, dir) = test_config().await;
+    with_queue(&mut config);
     config.smtp.url = format!("smtp://127.0.0.1:{}?tls=none", sink.port).into();
     config.smtp.from = "Farol <noreply@farol.test>".into();
     config.campaign.workers = 0;
@@ -1175,6 +1199,153 @@ async fn two_worker_processes_pace_one_campaign_together_through_redis() {
     );
 }
 
+/// The RabbitMQ queue for a config, whatever FAROL_TEST_QUEUE says (the tests below are about
+/// the broker itself).
+fn force_rabbitmq(config: &mut farol::config::Config) {
+    let url = std::env::var("FAROL_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    config.amqp.url = url.into();
+    config.campaign.queue = "rabbitmq".into();
+    config.campaign.queue_name = format!("farol-test-{}.sends", uuid::Uuid::new_v4().simple());
+}
+
+async fn amqp_channel(config: &farol::config::Config) -> (lapin::Connection, lapin::Channel) {
+    use secrecy::ExposeSecret;
+    let conn = lapin::Connection::connect(
+        config.amqp.url.expose_secret(),
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .expect("RabbitMQ is reachable (FAROL_TEST_AMQP_URL)");
+    let channel = conn.create_channel().await.unwrap();
+    (conn, channel)
+}
+
+/// (messages ready, consumers) of a queue; `None` while it does not exist. A passive declare
+/// of a missing queue closes its channel, so each look uses a channel of its own.
+async fn queue_state(conn: &lapin::Connection, name: &str) -> Option<(u32, u32)> {
+    let channel = conn.create_channel().await.unwrap();
+    let declared = tokio::time::timeout(
+        Duration::from_secs(5),
+        channel.queue_declare(
+            name.into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        ),
+    )
+    .await
+    .expect("RabbitMQ answers a passive declare");
+    let state = declared
+        .ok()
+        .map(|q| (q.message_count(), q.consumer_count()));
+    let _ = channel.close(200, "done".into()).await;
+    state
+}
+
+#[tokio::test]
+async fn rabbitmq_two_worker_processes_share_a_campaign_and_a_kill_9_duplicates_only_sends_in_flight()
+ {
+    let sink = Sink::start(&[]);
+    let (app, mut config) = api_only(&sink).await;
+    force_rabbitmq(&mut config);
+    let token = app.admin().await;
+    let n = 300;
+    for i in 0..n {
+        client_with_email(&app, &token, &format!("C{i}"), &format!("q{i}@example.com")).await;
+    }
+    let template = email_template(&app, &token, "t").await;
+    let id = campaign(
+        &app,
+        &token,
+        json!({"name": "c", "channel": "email", "template_id": template, "throttle_per_sec": 100}),
+    )
+    .await;
+    let start = || {
+        farol_bin(&config, &sink)
+            .env("FAROL_CAMPAIGN__BATCH", "10")
+            .arg("worker")
+            .spawn()
+            .unwrap()
+    };
+    let mut a = start();
+    let mut b = start();
+    let (conn, _channel) = amqp_channel(&config).await;
+    let queue = config.campaign.queue_name.clone();
+    wait_until("both workers consuming", async || {
+        queue_state(&conn, &queue).await.is_some_and(|q| q.1 == 2)
+    })
+    .await;
+    // The API process (no workers) only wrote the rows; the workers publish and consume.
+    launch(&app, &token, id).await;
+    wait_until("the first sends", async || sink.messages().len() >= 60).await;
+    a.kill().unwrap(); // SIGKILL mid-campaign
+    a.wait().unwrap();
+    let in_flight = count(
+        &app,
+        "select count(*) from campaign_recipients where campaign_id = $1 and status = 'sending'",
+        id,
+    )
+    .await;
+    // The survivor finishes, including what the dead one held once its lease expires.
+    wait_status(&app, &token, id, "completed").await;
+    sigterm(&b);
+    assert!(wait_exit(&mut b).await.success());
+    let mut duplicates = 0;
+    for i in 0..n {
+        let got = sink.to(&format!("q{i}@example.com")).len() as i64;
+        assert!(got >= 1, "q{i} never got the message");
+        duplicates += got - 1;
+    }
+    eprintln!("rabbitmq kill -9: {in_flight} in flight, {duplicates} duplicates");
+    assert!(
+        duplicates <= in_flight,
+        "{duplicates} duplicates, {in_flight} sends in flight at the kill"
+    );
+    let r = results(&app, &token, id).await;
+    assert_eq!(r["sent"], n as i64);
+    assert_eq!(
+        queue_state(&conn, &queue).await.map(|q| q.0),
+        Some(0),
+        "nothing left queued"
+    );
+}
+
+#[tokio::test]
+async fn rabbitmq_a_message_that_cannot_be_read_is_dead_lettered() {
+    let sink = Sink::start(&[]);
+    let (app, mut config) = api_only(&sink).await;
+    force_rabbitmq(&mut config);
+    let mut worker = farol_bin(&config, &sink).arg("worker").spawn().unwrap();
+    let (conn, channel) = amqp_channel(&config).await;
+    let queue = config.campaign.queue_name.clone();
+    let dead = format!("{queue}.dead");
+    wait_until("the worker consuming", async || {
+        queue_state(&conn, &queue).await.is_some_and(|q| q.1 == 1)
+    })
+    .await;
+    channel
+        .basic_publish(
+            "".into(),
+            queue.as_str().into(),
+            lapin::options::BasicPublishOptions::default(),
+            b"not json",
+            lapin::BasicProperties::default(),
+        )
+        .await
+        .unwrap();
+    wait_until("the poison message in the dead-letter queue", async || {
+        queue_state(&conn, &dead).await.is_some_and(|q| q.0 == 1)
+    })
+    .await;
+    assert_eq!(queue_state(&conn, &queue).await.map(|q| q.0), Some(0));
+    sigterm(&worker);
+    assert!(wait_exit(&mut worker).await.success());
+    drop(app);
+}
+
 #[tokio::test]
 async fn cancelling_a_running_campaign_skips_whatever_was_not_sent() {
     let sink = Sink::start(&[]);
@@ -1220,6 +1391,7 @@ async fn cancelling_a_running_campaign_skips_whatever_was_not_sent() {
 async fn outside_business_hours_recipients_wait_queued() {
     let sink = Sink::start(&[]);
     let (mut config, dir) = test_config().await;
+    with_queue(&mut config);
     config.smtp.url = format!("smtp://127.0.0.1:{}?tls=none", sink.port).into();
     config.smtp.from = "Farol <noreply@farol.test>".into();
     config.campaign.poll_ms = 50;
@@ -1262,6 +1434,7 @@ async fn a_channel_that_keeps_failing_trips_its_breaker_and_sends_wait() {
     let rules: Vec<&str> = rules.iter().map(String::as_str).collect();
     let sink = Sink::start(&rules);
     let (mut config, dir) = test_config().await;
+    with_queue(&mut config);
     config.smtp.url = format!("smtp://127.0.0.1:{}?tls=none", sink.port).into();
     config.smtp.from = "Farol <noreply@farol.test>".into();
     config.campaign.poll_ms = 50;
