@@ -687,6 +687,38 @@ mod tests {
     }
 
     #[test]
+    fn the_send_queue_is_chosen_explicitly_and_rabbitmq_needs_a_broker() {
+        let load = |pairs: &[(&str, &str)]| {
+            Config::load_from_env(None, &CliOverrides::default(), env(pairs))
+                .map(|(c, _)| c.campaign.queue)
+                .map_err(|e| e.to_string())
+        };
+        // A broker URL alone does not move the sends.
+        assert_eq!(
+            load(&[("AMQP_URL", "amqp://h:5672/%2f")]).unwrap(),
+            "database"
+        );
+        let err = load(&[("FAROL_CAMPAIGN__QUEUE", "rabbitmq")]).unwrap_err();
+        assert!(
+            err.contains("campaign.queue") && err.contains("amqp.url"),
+            "{err}"
+        );
+        assert_eq!(
+            load(&[
+                ("FAROL_CAMPAIGN__QUEUE", "rabbitmq"),
+                ("AMQP_URL", "amqp://h:5672/%2f")
+            ])
+            .unwrap(),
+            "rabbitmq"
+        );
+        let err = load(&[("FAROL_CAMPAIGN__QUEUE", "kafka")]).unwrap_err();
+        assert!(
+            err.contains("campaign.queue") && err.contains("kafka"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn unknown_keys_in_the_file_are_errors_naming_the_key() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("farol.toml");

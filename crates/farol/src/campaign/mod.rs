@@ -13,6 +13,7 @@ pub mod audiences;
 pub mod broker;
 pub mod campaigns;
 pub mod channels;
+pub mod checker;
 pub mod cli;
 pub mod hours;
 pub mod recorder;

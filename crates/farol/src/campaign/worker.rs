@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::channels::Channels;
+use super::checker::{self, Check, Checker, ContactState};
 use super::hours::BusinessHours;
 use super::recorder::{Record, Recorder};
 use super::render;
@@ -43,6 +44,8 @@ pub struct Sender {
     breakers: HashMap<&'static str, CircuitBreaker>,
     /// Group commit of outcomes (one task per process).
     recorder: Recorder,
+    /// Coalesced last suppression checks (one task per process).
+    checker: Checker,
 }
 
 impl Sender {
@@ -58,6 +61,7 @@ impl Sender {
         let c = &config.campaign;
         Sender {
             recorder: Recorder::spawn(db.clone()),
+            checker: Checker::spawn(db.clone()),
             db,
             channels,
             throttle,
@@ -229,7 +233,7 @@ pub(super) async fn send_claimed(
     let template = templates::get(&mut conn, c.account_id, c.template_id).await?;
     let ids: Vec<i64> = claimed.iter().map(|r| r.client_id).collect();
     let clients = render::load_clients(&mut conn, c.account_id, &ids).await?;
-    let contacts = load_contacts(&mut conn, c.account_id, channel_name, &ids).await?;
+    let contacts = checker::contacts_of(&mut conn, &ids).await?;
     drop(conn);
     // A send started later than this might not be recorded before the lease expires and
     // another worker takes the recipient over: such recipients go back to the queue instead.
@@ -262,38 +266,12 @@ pub(super) async fn send_claimed(
     Ok(())
 }
 
-/// A contact's `opted_out` and `invalid_at`.
-type ContactState = (i64, Option<i64>);
-
 fn contact_kind(channel: Channel) -> &'static str {
     if channel == Channel::Email {
         "email"
     } else {
         "phone"
     }
-}
-
-/// The contacts of `client_ids` of the channel's kind, for the first send-time check of a
-/// batch (one query instead of one per recipient).
-async fn load_contacts(
-    conn: &mut sqlx::AnyConnection,
-    account_id: i64,
-    channel: Channel,
-    client_ids: &[i64],
-) -> anyhow::Result<HashMap<(i64, String), ContactState>> {
-    let mut q = crate::db::SqlBuilder::new(
-        "select client_id, value, opted_out, invalid_at from contacts where account_id = ",
-    );
-    q.bind(account_id)
-        .push(" and kind = ")
-        .bind(contact_kind(channel).to_owned())
-        .push(" and client_id in ")
-        .bind_list(client_ids.iter().copied());
-    let rows: Vec<(i64, String, i64, Option<i64>)> = q.query_as().fetch_all(conn).await?;
-    Ok(rows
-        .into_iter()
-        .map(|(client, value, opted_out, invalid_at)| ((client, value), (opted_out, invalid_at)))
-        .collect())
 }
 
 /// Why a contact in this state must not receive the message, if it must not.
@@ -313,9 +291,8 @@ struct Job<'a> {
     channel: &'a dyn farol_channels::Channel,
     channel_name: Channel,
     clients: &'a HashMap<i64, (ClientOut, Option<String>)>,
-    /// The recipients' contacts as read right after the claim: (client, address) →
-    /// (opted_out, invalid_at).
-    contacts: &'a HashMap<(i64, String), ContactState>,
+    /// The recipients' contacts as read right after the claim.
+    contacts: &'a checker::Contacts,
     deadline: std::time::Instant,
     owner: &'a str,
     stop: &'a AtomicBool,
@@ -334,17 +311,17 @@ impl Job<'_> {
         client_id: i64,
         address: &str,
     ) -> anyhow::Result<Option<&'static str>> {
-        let kind = contact_kind(self.channel_name);
-        let row: Option<ContactState> = sqlx::query_as(
-            "select opted_out, invalid_at from contacts where account_id = $1 and kind = $2 and value = $3 and client_id = $4",
-        )
-        .bind(self.c.account_id)
-        .bind(kind)
-        .bind(address.to_owned())
-        .bind(client_id)
-        .fetch_optional(self.s.db.pool())
-        .await?;
-        Ok(suppression(row))
+        let state = self
+            .s
+            .checker
+            .check(Check {
+                account_id: self.c.account_id,
+                client_id,
+                kind: contact_kind(self.channel_name),
+                value: address.to_owned(),
+            })
+            .await?;
+        Ok(suppression(state))
     }
 
     async fn skip(&self, r: &Claimed, reason: &str) -> anyhow::Result<()> {
@@ -390,7 +367,15 @@ impl Job<'_> {
         let Some(address) = r.address.clone() else {
             return self.skip(&r, "no_address").await;
         };
-        let preloaded = self.contacts.get(&(r.client_id, address.clone())).copied();
+        let preloaded = self
+            .contacts
+            .get(&(
+                r.client_id,
+                contact_kind(self.channel_name).to_owned(),
+                address.clone(),
+            ))
+            .filter(|(account, _)| *account == self.c.account_id)
+            .map(|(_, state)| *state);
         if let Some(reason) = suppression(preloaded) {
             return self.skip(&r, reason).await;
         }
