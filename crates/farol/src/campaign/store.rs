@@ -147,6 +147,14 @@ pub struct NewCampaign {
     pub throttle_per_sec: Option<f64>,
 }
 
+/// The throttle as a bind parameter: text, cast in SQL. sqlx 0.9's `Any` driver binds a NULL
+/// `f64` as a PostgreSQL `float4`; the statement is cached with that parameter type, and the
+/// next execution on the connection binding a real `f64` (8 bytes) then fails with
+/// "incorrect binary data format". A text parameter has one type whether NULL or not.
+fn throttle_param(rate: Option<f64>) -> Option<String> {
+    rate.map(|r| r.to_string())
+}
+
 /// Inserts a draft campaign.
 pub async fn insert(
     conn: &mut AnyConnection,
@@ -156,14 +164,14 @@ pub async fn insert(
 ) -> DbResult<i64> {
     Ok(sqlx::query_scalar(
         "insert into campaigns (account_id, name, channel, template_id, audience_id, status, throttle_per_sec, created_by, created_at, updated_at) \
-         values ($1, $2, $3, $4, $5, 'draft', $6, $7, $8, $8) returning id",
+         values ($1, $2, $3, $4, $5, 'draft', cast($6 as double precision), $7, $8, $8) returning id",
     )
     .bind(account_id)
     .bind(c.name.clone())
     .bind(c.channel.clone())
     .bind(c.template_id)
     .bind(c.audience_id)
-    .bind(c.throttle_per_sec)
+    .bind(throttle_param(c.throttle_per_sec))
     .bind(created_by)
     .bind(now_ms())
     .fetch_one(conn)
@@ -173,12 +181,12 @@ pub async fn insert(
 /// Rewrites the editable columns.
 pub async fn update(conn: &mut AnyConnection, id: i64, c: &NewCampaign) -> DbResult<()> {
     sqlx::query(
-        "update campaigns set name = $1, template_id = $2, audience_id = $3, throttle_per_sec = $4, updated_at = $5 where id = $6",
+        "update campaigns set name = $1, template_id = $2, audience_id = $3, throttle_per_sec = cast($4 as double precision), updated_at = $5 where id = $6",
     )
     .bind(c.name.clone())
     .bind(c.template_id)
     .bind(c.audience_id)
-    .bind(c.throttle_per_sec)
+    .bind(throttle_param(c.throttle_per_sec))
     .bind(now_ms())
     .bind(id)
     .execute(conn)

@@ -825,6 +825,48 @@ async fn two_throttled_campaigns_each_hold_their_configured_rate() {
 }
 
 #[tokio::test]
+async fn unthrottled_and_throttled_campaigns_can_be_created_one_after_the_other() {
+    // Regression: on PostgreSQL a NULL throttle bound first on a connection used to fix the
+    // cached statement's parameter type, and the next throttled campaign failed with 500.
+    let app = spawn_app().await;
+    let token = app.admin().await;
+    let template = email_template(&app, &token, "t").await;
+    let mut ids = Vec::new();
+    for (i, rate) in [None, None, None, None, None, None, Some(200.5)]
+        .into_iter()
+        .cycle()
+        .take(14)
+        .enumerate()
+    {
+        let id = campaign(
+            &app,
+            &token,
+            json!({"name": format!("c{i}"), "channel": "email", "template_id": template,
+                   "throttle_per_sec": rate}),
+        )
+        .await;
+        ids.push((id, rate));
+    }
+    for (id, rate) in ids {
+        let res = app.get(&format!("/api/v1/campaigns/{id}"), &token).await;
+        assert_eq!(
+            res.body["throttle_per_sec"].as_f64(),
+            rate,
+            "{:?}",
+            res.body
+        );
+        let res = app
+            .patch(
+                &format!("/api/v1/campaigns/{id}"),
+                &token,
+                json!({"throttle_per_sec": rate.map_or(12.25, |_| 7.0)}),
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::OK, "{:?}", res.body);
+    }
+}
+
+#[tokio::test]
 async fn launching_needs_a_draft_and_a_configured_channel() {
     let app = spawn_app().await;
     let token = app.admin().await;
