@@ -8,7 +8,8 @@ Prints "PORT <n>" on stdout once listening (port 0 picks a free one). Each messa
 DIR/<n>.json with mail_from, rcpt_tos, authenticated login, the raw data, and the decoded
 subject, headers and leaf parts (content type + decoded body). With --auth, AUTH
 (PLAIN/LOGIN) is required and checked; it is allowed without TLS unless --tls-cert is given, in
-which case STARTTLS is offered and required before AUTH and MAIL. Each --reject answers
+which case STARTTLS is offered and required before AUTH and MAIL (with --implicit-tls the
+connection is TLS from the first byte instead, like port 465). Each --reject answers
 RCPT TO:<ADDRESS> with CODE (e.g. 550 or 451) the first TIMES times (always when omitted), to
 test permanent and transient failures. Records carry received_at (Unix time, float seconds).
 """
@@ -53,7 +54,8 @@ class Saver:
             "mail_from": envelope.mail_from,
             "rcpt_tos": envelope.rcpt_tos,
             "login": session.auth_data.decode() if isinstance(session.auth_data, bytes) else None,
-            "tls": session.ssl is not None,
+            # STARTTLS sets session.ssl; with --implicit-tls the transport itself is TLS.
+            "tls": session.ssl is not None or server.transport.get_extra_info("ssl_object") is not None,
             "data": envelope.content.decode("utf-8", errors="replace"),
         }
         parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
@@ -92,6 +94,7 @@ async def main():
     parser.add_argument("--tls-cert")
     parser.add_argument("--tls-key")
     parser.add_argument("--reject", action="append", default=[])
+    parser.add_argument("--implicit-tls", action="store_true", help="TLS from the first byte (port 465 style) with --tls-cert/--tls-key")
     args = parser.parse_args()
     os.makedirs(args.dir, exist_ok=True)
     rejects = {}
@@ -102,13 +105,17 @@ async def main():
     handler = Saver(args.dir, rejects)
     kwargs = {}
     if args.auth:
-        kwargs.update(authenticator=authenticator(args.auth), auth_required=True, auth_require_tls=bool(args.tls_cert))
+        kwargs.update(authenticator=authenticator(args.auth), auth_required=True, auth_require_tls=bool(args.tls_cert) and not args.implicit_tls)
+    server_ssl = None
     if args.tls_cert:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(args.tls_cert, args.tls_key)
-        kwargs.update(tls_context=context, require_starttls=True)
+        if args.implicit_tls:
+            server_ssl = context
+        else:
+            kwargs.update(tls_context=context, require_starttls=True)
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: SMTP(handler, hostname="sink.local", **kwargs), "127.0.0.1", args.port)
+    server = await loop.create_server(lambda: SMTP(handler, hostname="sink.local", **kwargs), "127.0.0.1", args.port, ssl=server_ssl)
     port = server.sockets[0].getsockname()[1]
     print(f"PORT {port}", flush=True)
     # Exit when the parent closes our stdin (the test process ended).

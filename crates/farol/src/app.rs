@@ -136,6 +136,10 @@ impl App {
         let send_workers = crate::campaign::worker::spawn(
             &db,
             &self.state.channels,
+            crate::campaign::throttle::for_process(
+                self.state.redis.clone(),
+                &self.state.config.redis.key_prefix,
+            ),
             &self.state.config,
             stop.clone(),
             self.state.campaign_wake.clone(),

@@ -14,6 +14,9 @@ use crate::crm::clients::{ClientStatus, build_search_text};
 use crate::db::{Backend, Db};
 use crate::demo::{FIRST, LAST};
 
+pub mod campaign;
+pub mod sink;
+
 /// `farol bench` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
@@ -26,6 +29,15 @@ pub enum BenchCommand {
     /// Write synthetic players with planted segments: users.csv, transactions (Parquet or
     /// CSV, optionally partitioned by day) and planted.csv (the truth, for ARI).
     GenTransactions(GenTransactionsArgs),
+    /// The send throughput benchmark: demo clients with e-mails, a plain SMTP blast (the
+    /// ceiling), an unthrottled campaign and a throttled one, all to `smtp-sink`.
+    Campaign(campaign::CampaignBenchArgs),
+    /// A minimal fast SMTP server that counts messages (`REPORT` on stdin prints the counts).
+    SmtpSink {
+        /// Port on 127.0.0.1 (0: any free one, printed as `PORT n`).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+    },
 }
 
 /// Arguments of `farol bench gen-transactions`.
@@ -89,6 +101,8 @@ pub async fn run(config: Config, command: BenchCommand) -> anyhow::Result<()> {
             Ok(())
         }
         BenchCommand::RawLoad(args) => raw_load(config, args).await,
+        BenchCommand::Campaign(args) => campaign::run(config, args).await,
+        BenchCommand::SmtpSink { port } => sink::run(port).await,
         BenchCommand::GenTransactions(args) => {
             let summary = tokio::task::spawn_blocking(move || gen_transactions(&args)).await??;
             eprintln!("{summary}");

@@ -281,6 +281,11 @@ pub struct CampaignConfig {
     /// `auto` campaigns: channels tried in this order when the client's preferred one cannot
     /// reach them.
     pub auto_order: Vec<String>,
+    /// Where sends wait: `database` (workers claim recipient rows) or `rabbitmq` (recipients
+    /// are published to `queue_name` on `[amqp] url`; workers consume them).
+    pub queue: String,
+    /// The RabbitMQ queue of sends (`<queue_name>.dead` holds poison messages).
+    pub queue_name: String,
 }
 
 /// Encryption of stored provider credentials (channel accounts).
@@ -314,6 +319,8 @@ impl Default for CampaignConfig {
             frequency_window_hours: 24,
             score_hot_min: 70,
             score_warm_min: 40,
+            queue: "database".into(),
+            queue_name: "farol.campaign.sends".into(),
         }
     }
 }
@@ -677,6 +684,28 @@ impl Config {
                     .into(),
             ));
         }
+        match self.campaign.queue.as_str() {
+            "database" => {}
+            "rabbitmq" if self.amqp.url.expose_secret().is_empty() => {
+                return Err(ConfigError(
+                    "key `campaign.queue`: \"rabbitmq\" needs `amqp.url` (or AMQP_URL)".into(),
+                ));
+            }
+            "rabbitmq" => {
+                if self.campaign.queue_name.trim().is_empty()
+                    || self.campaign.queue_name.len() > 200
+                {
+                    return Err(ConfigError(
+                        "key `campaign.queue_name`: 1 to 200 characters".into(),
+                    ));
+                }
+            }
+            other => {
+                return Err(ConfigError(format!(
+                    "key `campaign.queue`: {other:?} is not a queue; use \"database\" or \"rabbitmq\""
+                )));
+            }
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError(format!("key `log.level`: {e}")));
         }
@@ -804,6 +833,38 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("database.url"), "{err}");
+    }
+
+    #[test]
+    fn the_send_queue_is_chosen_explicitly_and_rabbitmq_needs_a_broker() {
+        let load = |pairs: &[(&str, &str)]| {
+            Config::load_from_env(None, &CliOverrides::default(), env(pairs))
+                .map(|(c, _)| c.campaign.queue)
+                .map_err(|e| e.to_string())
+        };
+        // A broker URL alone does not move the sends.
+        assert_eq!(
+            load(&[("AMQP_URL", "amqp://h:5672/%2f")]).unwrap(),
+            "database"
+        );
+        let err = load(&[("FAROL_CAMPAIGN__QUEUE", "rabbitmq")]).unwrap_err();
+        assert!(
+            err.contains("campaign.queue") && err.contains("amqp.url"),
+            "{err}"
+        );
+        assert_eq!(
+            load(&[
+                ("FAROL_CAMPAIGN__QUEUE", "rabbitmq"),
+                ("AMQP_URL", "amqp://h:5672/%2f")
+            ])
+            .unwrap(),
+            "rabbitmq"
+        );
+        let err = load(&[("FAROL_CAMPAIGN__QUEUE", "kafka")]).unwrap_err();
+        assert!(
+            err.contains("campaign.queue") && err.contains("kafka"),
+            "{err}"
+        );
     }
 
     #[test]

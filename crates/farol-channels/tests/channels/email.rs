@@ -133,6 +133,11 @@ impl SmtpSink {
     /// With `starttls`, a throwaway self-signed certificate (made with the `openssl` CLI) is
     /// offered and STARTTLS is required before AUTH and MAIL.
     fn start_with(auth: Option<&str>, starttls: bool) -> Self {
+        Self::start_tls(auth, starttls, false)
+    }
+
+    /// With `implicit_tls` (and `tls`), the connection is TLS from the first byte (port 465).
+    fn start_tls(auth: Option<&str>, starttls: bool, implicit_tls: bool) -> Self {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/smtp_sink.py");
         let dir = tempfile::tempdir().unwrap();
         let mut cmd = Command::new(venv_python());
@@ -146,6 +151,9 @@ impl SmtpSink {
                 .arg(dir.path().join("server.pem"))
                 .arg("--tls-key")
                 .arg(dir.path().join("server.key"));
+            if implicit_tls {
+                cmd.arg("--implicit-tls");
+            }
         }
         let mut child = cmd
             .stdin(Stdio::piped())
@@ -285,6 +293,38 @@ async fn smtp_upgrades_with_starttls_over_rustls_before_authenticating() {
         .unwrap_err();
     assert!(matches!(err, SendError::Permanent { .. }), "{err:?}");
     assert_eq!(sink.messages().len(), 1);
+}
+
+#[tokio::test]
+async fn smtp_speaks_implicit_tls_and_reuses_the_connection() {
+    let sink = SmtpSink::start_tls(Some("farol:s3cret"), true, true);
+    let mut config = sink.config(Some(("farol", "s3cret")));
+    config.security = SmtpSecurity::Tls;
+    // Unknown CA: refused before anything is sent.
+    let untrusted = SmtpChannel::new(&config).unwrap();
+    let err = untrusted
+        .send(&email("maria@cliente.test", "k-untrusted"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("certificate"), "{err:?}");
+    assert!(sink.messages().is_empty());
+
+    config.root_certificates_pem =
+        Some(std::fs::read_to_string(sink.dir.path().join("ca.pem")).unwrap());
+    let channel = SmtpChannel::new(&config).unwrap();
+    for key in ["k-465-a", "k-465-b"] {
+        channel
+            .send(&email("maria@cliente.test", key))
+            .await
+            .unwrap();
+    }
+    let messages = sink.messages();
+    assert_eq!(messages.len(), 2);
+    for m in &messages {
+        assert_eq!(m["tls"], true);
+        assert_eq!(m["login"], "farol");
+    }
+    assert!(channel.test_connection().await.unwrap());
 }
 
 #[tokio::test]

@@ -111,7 +111,8 @@ fn percent_decode(s: &str) -> Result<String, String> {
     String::from_utf8(out).map_err(|_| "percent-encoding is not UTF-8".to_string())
 }
 
-/// Parses `smtp[s]://[user[:password]@]host[:port][?tls=required|none|opportunistic]`.
+/// Parses `smtp[s]://[user[:password]@]host[:port][?tls=required|none|opportunistic][&pool=N]`
+/// (`pool`: connections per process, 1–256, default 8).
 pub fn parse_smtp_url(url: &str, from: &str) -> Result<SmtpConfig, String> {
     let (scheme, rest) = url
         .split_once("://")
@@ -140,6 +141,7 @@ pub fn parse_smtp_url(url: &str, from: &str) -> Result<SmtpConfig, String> {
         "smtp" => SmtpSecurity::Opportunistic,
         other => return Err(format!("unknown scheme `{other}`; use smtp or smtps")),
     };
+    let mut pool_max_size = 8;
     for pair in query
         .unwrap_or_default()
         .split('&')
@@ -150,6 +152,13 @@ pub fn parse_smtp_url(url: &str, from: &str) -> Result<SmtpConfig, String> {
             Some(("tls", "none")) if scheme == "smtp" => security = SmtpSecurity::Plain,
             Some(("tls", "opportunistic")) if scheme == "smtp" => {
                 security = SmtpSecurity::Opportunistic
+            }
+            Some(("pool", n)) => {
+                pool_max_size = n
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=256).contains(n))
+                    .ok_or_else(|| format!("`pool` takes 1 to 256 connections, not `{n}`"))?
             }
             _ => return Err(format!("unknown option `{pair}`")),
         }
@@ -171,7 +180,7 @@ pub fn parse_smtp_url(url: &str, from: &str) -> Result<SmtpConfig, String> {
         username,
         password,
         from: from.to_owned(),
-        pool_max_size: 8,
+        pool_max_size,
         timeout: Duration::from_secs(30),
         root_certificates_pem: None,
         dangerous_accept_invalid_certs: false,
@@ -200,5 +209,15 @@ mod tests {
         assert!(parse_smtp_url("http://h", "f@x.test").is_err());
         assert!(parse_smtp_url("smtp://h:x", "f@x.test").is_err());
         assert!(parse_smtp_url("smtp://h?tls=maybe", "f@x.test").is_err());
+        let c = parse_smtp_url("smtp://h:25?tls=none&pool=32", "f@x.test").unwrap();
+        assert_eq!((c.security, c.pool_max_size), (SmtpSecurity::Plain, 32));
+        assert_eq!(
+            parse_smtp_url("smtp://h", "f@x.test")
+                .unwrap()
+                .pool_max_size,
+            8
+        );
+        assert!(parse_smtp_url("smtp://h?pool=0", "f@x.test").is_err());
+        assert!(parse_smtp_url("smtps://h?pool=many", "f@x.test").is_err());
     }
 }

@@ -304,6 +304,7 @@ async fn launch(config: Config, args: LaunchArgs) -> anyhow::Result<()> {
     let workers = super::worker::spawn(
         &db,
         &app.state.channels,
+        super::throttle::for_process(app.state.redis.clone(), &config.redis.key_prefix),
         &config,
         stop.clone(),
         wake.clone(),
@@ -409,6 +410,7 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
     let send_workers = super::worker::spawn(
         &state.db,
         &state.channels,
+        super::throttle::for_process(state.redis.clone(), &state.config.redis.key_prefix),
         &state.config,
         stop.clone(),
         state.campaign_wake.clone(),

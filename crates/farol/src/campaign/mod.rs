@@ -10,11 +10,14 @@
 //!   template variables; [`unsubscribe`]: the one-click opt-out link; [`cli`]: `farol campaign`.
 
 pub mod audiences;
+pub mod broker;
 pub mod campaigns;
 pub mod channels;
+pub mod checker;
 pub mod cli;
 pub mod hours;
 pub mod policy;
+pub mod recorder;
 pub mod recurring;
 pub mod render;
 pub mod store;

@@ -176,6 +176,14 @@ pub struct NewCampaign {
     pub channel_templates: Option<String>,
 }
 
+/// The throttle as a bind parameter: text, cast in SQL. sqlx 0.9's `Any` driver binds a NULL
+/// `f64` as a PostgreSQL `float4`; the statement is cached with that parameter type, and the
+/// next execution on the connection binding a real `f64` (8 bytes) then fails with
+/// "incorrect binary data format". A text parameter has one type whether NULL or not.
+fn throttle_param(rate: Option<f64>) -> Option<String> {
+    rate.map(|r| r.to_string())
+}
+
 /// Inserts a draft campaign.
 pub async fn insert(
     conn: &mut AnyConnection,
@@ -186,14 +194,14 @@ pub async fn insert(
     Ok(sqlx::query_scalar(
         "insert into campaigns (account_id, name, channel, template_id, audience_id, status, throttle_per_sec, created_by, created_at, updated_at, \
          frequency_cap, cron, cron_time_zone, skip_previous, channel_account_id, channel_templates) \
-         values ($1, $2, $3, $4, $5, 'draft', $6, $7, $8, $8, $9, $10, $11, $12, $13, $14) returning id",
+         values ($1, $2, $3, $4, $5, 'draft', cast($6 as double precision), $7, $8, $8, $9, $10, $11, $12, $13, $14) returning id",
     )
     .bind(account_id)
     .bind(c.name.clone())
     .bind(c.channel.clone())
     .bind(c.template_id)
     .bind(c.audience_id)
-    .bind(c.throttle_per_sec)
+    .bind(throttle_param(c.throttle_per_sec))
     .bind(created_by)
     .bind(now_ms())
     .bind(c.frequency_cap)
@@ -209,14 +217,14 @@ pub async fn insert(
 /// Rewrites the editable columns.
 pub async fn update(conn: &mut AnyConnection, id: i64, c: &NewCampaign) -> DbResult<()> {
     sqlx::query(
-        "update campaigns set name = $1, template_id = $2, audience_id = $3, throttle_per_sec = $4, updated_at = $5, \
+        "update campaigns set name = $1, template_id = $2, audience_id = $3, throttle_per_sec = cast($4 as double precision), updated_at = $5, \
          frequency_cap = $6, cron = $7, cron_time_zone = $8, skip_previous = $9, channel_account_id = $11, \
          channel_templates = $12 where id = $10",
     )
     .bind(c.name.clone())
     .bind(c.template_id)
     .bind(c.audience_id)
-    .bind(c.throttle_per_sec)
+    .bind(throttle_param(c.throttle_per_sec))
     .bind(now_ms())
     .bind(c.frequency_cap)
     .bind(c.cron.clone())
@@ -434,6 +442,91 @@ pub async fn claim(
     Ok(rows)
 }
 
+/// Claims, among `ids` of a campaign, the recipients that are due (as [`claim`] would take
+/// them: queued and due, or `sending` with an expired lease) for `owner` until
+/// `now + lease_ms`. Rows already sent, failed, skipped, not yet due, or held by a live lease
+/// are left alone (the RabbitMQ consumer's check that a message is still wanted).
+pub async fn claim_ids(
+    db: &Db,
+    campaign_id: i64,
+    ids: &[i64],
+    owner: &str,
+    lease_ms: i64,
+) -> DbResult<Vec<Claimed>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now = now_ms();
+    let mut tx = db.begin().await?;
+    let mut q = crate::db::SqlBuilder::new(
+        "update campaign_recipients set status = 'sending', lease_owner = ",
+    );
+    q.bind(owner.to_owned())
+        .push(", lease_until = ")
+        .bind(now + lease_ms)
+        .push(", attempts = attempts + 1, updated_at = ")
+        .bind(now)
+        .push(" where campaign_id = ")
+        .bind(campaign_id)
+        .push(" and id in ")
+        .bind_list(ids.iter().copied())
+        .push(" and ((status = 'queued' and next_attempt_at <= ")
+        .bind(now)
+        .push(") or (status = 'sending' and lease_until < ")
+        .bind(now)
+        .push(")) returning id, client_id, address, attempts, idempotency_key, unsubscribe_token, channel, channel_account_id");
+    let rows: Vec<Claimed> = q.query_as().fetch_all(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
+/// Due recipients of a campaign not published to the broker since they became due — queued
+/// ones not yet published, `sending` ones whose lease expired since (their worker died) — or
+/// published more than `republish_ms` ago and still due (a lost message), at most `limit`,
+/// oldest first; marks them published now. The caller publishes them.
+pub async fn take_dispatchable(
+    db: &Db,
+    campaign_id: i64,
+    limit: i64,
+    republish_ms: i64,
+) -> DbResult<Vec<i64>> {
+    let now = now_ms();
+    let lock = match db.backend() {
+        Backend::Postgres => " for update skip locked",
+        Backend::Sqlite => "",
+    };
+    let mut tx = db.begin().await?;
+    let ids: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "update campaign_recipients set dispatched_at = $1 where id in (\
+           select id from campaign_recipients where campaign_id = $2 and (\
+             (status = 'queued' and next_attempt_at <= $1 and (dispatched_at is null or dispatched_at < $3)) \
+             or (status = 'sending' and lease_until < $1 and (dispatched_at is null or dispatched_at < lease_until or dispatched_at < $3))) \
+           order by id limit $4{lock}) returning id"
+    )))
+    .bind(now)
+    .bind(campaign_id)
+    .bind(now - republish_ms)
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(ids)
+}
+
+/// Forgets that `ids` were published (the consumer could not take them now: the campaign is
+/// paused or outside business hours), so they are published again once they can be sent.
+pub async fn undispatch(db: &Db, ids: &[i64]) -> DbResult<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut q = crate::db::SqlBuilder::new(
+        "update campaign_recipients set dispatched_at = null where status = 'queued' and id in ",
+    );
+    q.bind_list(ids.iter().copied());
+    q.query().execute(db.pool()).await?;
+    Ok(())
+}
+
 /// Puts a claimed recipient back in the queue untouched (graceful stop, or the campaign was
 /// paused before its send); skipped instead when the campaign was cancelled meanwhile.
 pub async fn release(db: &Db, id: i64, owner: &str) -> DbResult<()> {
@@ -443,7 +536,7 @@ pub async fn release(db: &Db, id: i64, owner: &str) -> DbResult<()> {
              then 'skipped' else 'queued' end, \
            error = case when (select status from campaigns c where c.id = campaign_id) = 'cancelled' \
              then 'cancelled' else error end, \
-           lease_owner = null, lease_until = null, attempts = attempts - 1 \
+           lease_owner = null, lease_until = null, attempts = attempts - 1, dispatched_at = null \
          where id = $1 and lease_owner = $2 and status = 'sending'",
     )
     .bind(id)
@@ -458,7 +551,7 @@ pub async fn release(db: &Db, id: i64, owner: &str) -> DbResult<()> {
 pub async fn defer(db: &Db, id: i64, owner: &str, at: i64) -> DbResult<()> {
     sqlx::query(
         "update campaign_recipients set status = 'queued', next_attempt_at = $1, lease_owner = null, \
-         lease_until = null, attempts = attempts - 1 where id = $2 and lease_owner = $3 and status = 'sending'",
+         lease_until = null, attempts = attempts - 1, dispatched_at = null where id = $2 and lease_owner = $3 and status = 'sending'",
     )
     .bind(at)
     .bind(id)
@@ -544,7 +637,7 @@ pub async fn record(tx: &mut Tx, id: i64, owner: &str, outcome: &Outcome) -> DbR
     let r = sqlx::query(
         "update campaign_recipients set status = $1, next_attempt_at = coalesce($2, next_attempt_at), \
          provider_message_id = coalesce($3, provider_message_id), error = $4, sent_at = $5, \
-         lease_owner = null, lease_until = null, updated_at = $6 \
+         lease_owner = null, lease_until = null, dispatched_at = null, updated_at = $6 \
          where id = $7 and lease_owner = $8 and status = 'sending'",
     )
     .bind(status)

@@ -15,34 +15,37 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::channels::Channels;
+use super::checker::{self, ContactState};
 use super::hours::BusinessHours;
 use super::policy::{self, Effective, Reservation};
+use super::recorder::{Record, Recorder};
 use super::render;
 use super::store::{self, Claimed, Outcome, Runnable};
 use super::templates::{self, Channel, TemplateRow};
-use super::throttle::{LocalThrottle, Throttle};
+use super::throttle::{Throttle, ThrottleKey};
 use crate::config::{CampaignConfig, Config};
 use crate::crm::clients::ClientOut;
-use crate::crm::timeline::{self, NewItem, Origin};
 use crate::db::{Db, now_ms};
 
 /// What every worker of a process shares.
 pub struct Sender {
-    db: Db,
-    channels: Channels,
+    pub(super) db: Db,
+    pub(super) channels: Channels,
     throttle: Arc<dyn Throttle>,
     engine: TemplateEngine,
     backoff: Backoff,
-    batch: usize,
+    pub(super) batch: usize,
     concurrency: usize,
-    lease_ms: i64,
-    poll: Duration,
+    pub(super) lease_ms: i64,
+    pub(super) poll: Duration,
     max_attempts: u32,
     public_url: String,
     /// Defaults of the per-account policies (business hours, frequency cap).
     policy: CampaignConfig,
     /// One breaker per channel of this process.
     breakers: HashMap<&'static str, CircuitBreaker>,
+    /// Group commit of outcomes (one task per process).
+    recorder: Recorder,
 }
 
 /// Whether business hours allow sending now.
@@ -53,13 +56,27 @@ fn open_now(hours: &Option<BusinessHours>) -> bool {
 }
 
 impl Sender {
+    /// Whether campaign `campaign_id`'s account is inside its business hours now.
+    pub(super) async fn open_for(&self, campaign_id: i64) -> bool {
+        match policy::effective(&self.db, campaign_id, &self.policy).await {
+            Ok(p) => open_now(&p.hours),
+            Err(e) => {
+                tracing::warn!(campaign = campaign_id, error = %e, "cannot read campaign policies");
+                false
+            }
+        }
+    }
+}
+
+impl Sender {
     /// Workers' shared state for `config`, sending through `channels`.
-    pub fn new(db: Db, channels: Channels, config: &Config) -> Sender {
+    pub fn new(db: Db, channels: Channels, throttle: Arc<dyn Throttle>, config: &Config) -> Sender {
         let c = &config.campaign;
         Sender {
+            recorder: Recorder::spawn(db.clone()),
             db,
             channels,
-            throttle: Arc::new(LocalThrottle::default()),
+            throttle,
             engine: TemplateEngine::default(),
             backoff: Backoff {
                 base: Duration::from_millis(c.retry_base_ms.max(1)),
@@ -97,11 +114,15 @@ impl Sender {
 pub fn spawn(
     db: &Db,
     channels: &Channels,
+    throttle: Arc<dyn Throttle>,
     config: &Config,
     stop: Arc<AtomicBool>,
     wake: Arc<Notify>,
 ) -> Vec<JoinHandle<()>> {
-    let sender = Arc::new(Sender::new(db.clone(), channels.clone(), config));
+    let sender = Arc::new(Sender::new(db.clone(), channels.clone(), throttle, config));
+    if config.campaign.queue == "rabbitmq" {
+        return super::broker::spawn(sender, config, stop, wake);
+    }
     (0..config.campaign.workers)
         .map(|i| {
             let owner = format!("send-{}-{i}", uuid::Uuid::new_v4().simple());
@@ -114,6 +135,27 @@ pub fn spawn(
 static LAST_PRUNE: AtomicI64 = AtomicI64::new(0);
 const PRUNE_EVERY_MS: i64 = 10 * 60 * 1000;
 
+/// What the workers of a process do now and then, whichever queue sends: delete frequency
+/// cap records older than the window (every 10 minutes), and launch the occurrences of
+/// recurring campaigns whose time has come.
+pub(super) async fn housekeeping(s: &Sender) {
+    let now = now_ms();
+    let last = LAST_PRUNE.load(Ordering::Relaxed);
+    if now - last > PRUNE_EVERY_MS
+        && LAST_PRUNE
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        let window = (s.policy.frequency_window_hours.max(1) * 3_600_000) as i64;
+        if let Err(e) = policy::prune(&s.db, window, now).await {
+            tracing::warn!(error = %e, "cannot prune frequency cap records");
+        }
+    }
+    if let Err(e) = super::recurring::tick(&s.db, &s.channels).await {
+        tracing::warn!(error = %format!("{e:#}"), "cannot launch recurring campaign occurrences");
+    }
+}
+
 /// One worker: starts due scheduled campaigns and runs one task per running campaign, so each
 /// campaign keeps its own pace (a throttled campaign never slows another one down).
 async fn work(s: Arc<Sender>, owner: String, stop: Arc<AtomicBool>, wake: Arc<Notify>) {
@@ -122,21 +164,7 @@ async fn work(s: Arc<Sender>, owner: String, stop: Arc<AtomicBool>, wake: Arc<No
         if let Err(e) = store::start_due(&s.db).await {
             tracing::warn!(error = %e, "cannot start scheduled campaigns");
         }
-        let now = now_ms();
-        let last = LAST_PRUNE.load(Ordering::Relaxed);
-        if now - last > PRUNE_EVERY_MS
-            && LAST_PRUNE
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            let window = (s.policy.frequency_window_hours.max(1) * 3_600_000) as i64;
-            if let Err(e) = policy::prune(&s.db, window, now).await {
-                tracing::warn!(error = %e, "cannot prune frequency cap records");
-            }
-        }
-        if let Err(e) = super::recurring::tick(&s.db, &s.channels).await {
-            tracing::warn!(error = %format!("{e:#}"), "cannot launch recurring campaign occurrences");
-        }
+        housekeeping(&s).await;
         tasks.retain(|_, t| !t.is_finished());
         match store::running(&s.db).await {
             Ok(campaigns) => {
@@ -183,7 +211,7 @@ async fn run_campaign(s: Arc<Sender>, id: i64, owner: String, stop: Arc<AtomicBo
             // Outside business hours: recipients wait, queued, for the window.
             return;
         }
-        match run_batch(&s, &c, &policy, &owner, &stop).await {
+        match run_batch(&s, &c, &owner, &stop).await {
             Ok(0) => break,
             Ok(_) => {}
             Err(e) => {
@@ -217,7 +245,6 @@ enum Adapter {
 pub async fn run_batch(
     s: &Sender,
     c: &Runnable,
-    policy: &Effective,
     owner: &str,
     stop: &AtomicBool,
 ) -> anyhow::Result<usize> {
@@ -230,15 +257,36 @@ pub async fn run_batch(
     {
         return Ok(0);
     }
-    let limit = match c.throttle_per_sec {
-        // About one second of sends per claim, so the lease never covers a long wait.
+    let limit = batch_size(s, c);
+    let claimed = store::claim(&s.db, c.id, owner, limit as i64, s.lease_ms).await?;
+    let n = claimed.len();
+    send_claimed(s, c, owner, stop, claimed).await?;
+    Ok(n)
+}
+
+/// How many recipients of a campaign a claim (or a broker message) carries: about one second
+/// of sends when throttled, so the lease never covers a long wait; else `campaign.batch`.
+pub(super) fn batch_size(s: &Sender, c: &Runnable) -> usize {
+    match c.throttle_per_sec {
         Some(rate) => (rate.ceil() as usize).clamp(1, s.batch),
         None => s.batch,
-    };
-    let claimed = store::claim(&s.db, c.id, owner, limit as i64, s.lease_ms).await?;
-    if claimed.is_empty() {
-        return Ok(0);
     }
+}
+
+/// Sends recipients claimed for `owner`: send-time checks, throttle, render, send, record.
+pub(super) async fn send_claimed(
+    s: &Sender,
+    c: &Runnable,
+    owner: &str,
+    stop: &AtomicBool,
+    claimed: Vec<Claimed>,
+) -> anyhow::Result<()> {
+    if claimed.is_empty() {
+        return Ok(());
+    }
+    let campaign_channel = Channel::parse(&c.channel).unwrap_or(Channel::Email);
+    // The account's business hours and frequency cap, read again for every batch.
+    let policy = policy::effective(&s.db, c.id, &s.policy).await?;
     let mut conn = s.db.pool().acquire().await?;
     let mut templates = HashMap::new();
     for (channel, id) in crate::channels::routing::templates_of(
@@ -250,6 +298,7 @@ pub async fn run_batch(
     }
     let ids: Vec<i64> = claimed.iter().map(|r| r.client_id).collect();
     let clients = render::load_clients(&mut conn, c.account_id, &ids).await?;
+    let contacts = checker::contacts_of(&mut conn, &ids).await?;
     drop(conn);
     let mut adapters: HashMap<(String, Option<i64>), Adapter> = HashMap::new();
     for r in &claimed {
@@ -278,17 +327,17 @@ pub async fn run_batch(
         };
         adapters.insert(key, adapter);
     }
-    let n = claimed.len();
     // A send started later than this might not be recorded before the lease expires and
     // another worker takes the recipient over: such recipients go back to the queue instead.
     let deadline = std::time::Instant::now() + Duration::from_millis(s.lease_ms as u64 / 2);
     let job = Job {
         s,
         c,
-        policy,
+        policy: &policy,
         templates: &templates,
         adapters: &adapters,
         clients: &clients,
+        contacts: &contacts,
         deadline,
         owner,
         stop,
@@ -306,7 +355,7 @@ pub async fn run_batch(
             }
         })
         .await;
-    Ok(n)
+    Ok(())
 }
 
 struct Job<'a> {
@@ -316,6 +365,8 @@ struct Job<'a> {
     templates: &'a HashMap<Channel, TemplateRow>,
     adapters: &'a HashMap<(String, Option<i64>), Adapter>,
     clients: &'a HashMap<i64, (ClientOut, Option<String>)>,
+    /// The recipients' contacts as read right after the claim.
+    contacts: &'a checker::Contacts,
     deadline: std::time::Instant,
     owner: &'a str,
     stop: &'a AtomicBool,
@@ -326,6 +377,16 @@ struct Job<'a> {
 /// How stale the campaign status a send relies on may be: a pause or cancel stops the sends
 /// of a claimed batch within this time.
 const STATUS_TTL: Duration = Duration::from_millis(250);
+
+/// Why a contact in this state must not receive the message, if it must not.
+fn contact_problem(state: Option<ContactState>) -> Option<&'static str> {
+    match state {
+        None => Some("no_address"),
+        Some((opted_out, _)) if opted_out != 0 => Some("opted_out"),
+        Some((_, Some(_))) => Some("contact_invalid"),
+        Some(_) => None,
+    }
+}
 
 fn contact_kind(channel: Channel) -> &'static str {
     if channel == Channel::Email {
@@ -498,11 +559,26 @@ impl Job<'_> {
         let Some(address) = r.address.clone() else {
             return self.skip(&r, "no_address").await;
         };
-        if let Err(reason) = self.suppressed(channel_name, r.client_id, &address).await? {
-            return self.skip(&r, &reason).await;
+        // The first check uses the contacts read with the batch; suppression lists and the
+        // WhatsApp window are read right before the send.
+        if channel_name != Channel::Webhook {
+            let preloaded = self
+                .contacts
+                .get(&(
+                    r.client_id,
+                    contact_kind(channel_name).to_owned(),
+                    address.clone(),
+                ))
+                .filter(|(account, _)| *account == self.c.account_id)
+                .map(|(_, state)| *state);
+            if let Some(reason) = contact_problem(preloaded) {
+                return self.skip(&r, reason).await;
+            }
         }
         if let Some(rate) = self.c.throttle_per_sec {
-            s.throttle.acquire(self.c.id, rate).await;
+            s.throttle
+                .acquire(ThrottleKey::Campaign(self.c.id), rate)
+                .await;
         }
         if self.stop.load(Ordering::Relaxed)
             || std::time::Instant::now() > self.deadline
@@ -647,103 +723,20 @@ impl Job<'_> {
         outcome: &Outcome,
         summary: &str,
     ) -> anyhow::Result<()> {
-        let kind = contact_kind(channel_name);
-        let label = match channel_name {
-            Channel::Email => "E-mail",
-            Channel::Whatsapp => "WhatsApp message",
-            Channel::Sms => "SMS",
-            Channel::Webhook | Channel::Auto => "Webhook",
-        };
-        let mut tx = self.s.db.begin().await?;
-        if !store::record(&mut tx, r.id, self.owner, outcome).await? {
-            // Another worker took the recipient over (our lease expired mid-send).
-            tracing::warn!(recipient = r.id, "lease lost before recording the send");
-            tx.commit().await?;
-            return Ok(());
-        }
-        let now = now_ms();
-        let metadata = |extra: serde_json::Value| {
-            let mut m = serde_json::json!({
-                "campaign_id": self.c.id,
-                "recipient_id": r.id,
-                "channel": channel_name.as_str(),
-                "address": address,
-            });
-            if let (Some(m), Some(extra)) = (m.as_object_mut(), extra.as_object()) {
-                m.extend(extra.clone());
-            }
-            m
-        };
-        let item = match outcome {
-            Outcome::Sent {
-                provider_message_id,
-            } => {
-                sqlx::query(
-                    "update contacts set last_contacted_at = $1 where client_id = $2 and kind = $3 and value = $4",
-                )
-                .bind(now)
-                .bind(r.client_id)
-                .bind(kind)
-                .bind(address.to_owned())
-                .execute(&mut *tx)
-                .await?;
-                policy::count_sent(&mut tx, self.c.account_id, r.client_id, r.id, now).await?;
-                Some((
-                    "campaign_message",
-                    if summary.is_empty() {
-                        format!("{label} sent")
-                    } else {
-                        format!("{label} sent: {summary}")
-                    },
-                    metadata(serde_json::json!({ "provider_message_id": provider_message_id })),
-                ))
-            }
-            Outcome::Failed { error } => {
-                policy::release(&mut tx, r.id).await?;
-                if error.starts_with("contact_invalid") {
-                    sqlx::query(
-                        "update contacts set invalid_at = $1, invalid_reason = $2 where client_id = $3 and kind = $4 and value = $5",
-                    )
-                    .bind(now)
-                    .bind(error.clone())
-                    .bind(r.client_id)
-                    .bind(kind)
-                    .bind(address.to_owned())
-                    .execute(&mut *tx)
-                    .await?;
-                    super::suppressions::record_bounce(
-                        &mut tx,
-                        self.c.account_id,
-                        kind,
-                        address,
-                        error,
-                    )
-                    .await?;
-                }
-                Some((
-                    "campaign_failed",
-                    format!("{label} not delivered: {error}"),
-                    metadata(serde_json::json!({ "error": error })),
-                ))
-            }
-            Outcome::Retry { .. } | Outcome::Skipped { .. } => None,
-        };
-        if let Some((kind, text, metadata)) = item {
-            timeline::add(
-                &mut tx,
-                NewItem {
-                    account_id: self.c.account_id,
-                    client_id: r.client_id,
-                    kind,
-                    origin: Origin::System,
-                    text: &text,
-                    metadata,
-                    author_id: None,
-                },
-            )
+        self.s
+            .recorder
+            .record(Record {
+                recipient_id: r.id,
+                client_id: r.client_id,
+                account_id: self.c.account_id,
+                campaign_id: self.c.id,
+                owner: self.owner.to_owned(),
+                channel: channel_name,
+                address: address.to_owned(),
+                outcome: outcome.clone(),
+                summary: summary.to_owned(),
+            })
             .await?;
-        }
-        tx.commit().await?;
         Ok(())
     }
 }

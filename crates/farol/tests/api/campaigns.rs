@@ -110,9 +110,27 @@ pub(crate) fn header<'a>(msg: &'a Value, name: &str) -> Option<&'a str> {
     })
 }
 
+/// The send queue these tests run against: `FAROL_TEST_QUEUE=database` (default) or
+/// `rabbitmq` (`FAROL_TEST_AMQP_URL`, a queue of its own per test).
+fn with_queue(config: &mut farol::config::Config) {
+    match std::env::var("FAROL_TEST_QUEUE").as_deref() {
+        Err(_) | Ok("database") => {}
+        Ok("rabbitmq") => {
+            let url = std::env::var("FAROL_TEST_AMQP_URL")
+                .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+            config.amqp.url = url.into();
+            config.campaign.queue = "rabbitmq".into();
+            config.campaign.queue_name =
+                format!("farol-test-{}.sends", uuid::Uuid::new_v4().simple());
+        }
+        Ok(other) => panic!("FAROL_TEST_QUEUE must be database or rabbitmq, not {other}"),
+    }
+}
+
 /// An app whose e-mail channel is the sink, with quick polling and retries.
 pub(crate) async fn app_with_sink(sink: &Sink) -> TestApp {
     let (mut config, dir) = test_config().await;
+    with_queue(&mut config);
     config.smtp.url = format!("smtp://127.0.0.1:{}?tls=none", sink.port).into();
     config.smtp.from = "Farol <noreply@farol.test>".into();
     config.campaign.poll_ms = 50;
@@ -812,6 +830,48 @@ async fn two_throttled_campaigns_each_hold_their_configured_rate() {
 }
 
 #[tokio::test]
+async fn unthrottled_and_throttled_campaigns_can_be_created_one_after_the_other() {
+    // Regression: on PostgreSQL a NULL throttle bound first on a connection used to fix the
+    // cached statement's parameter type, and the next throttled campaign failed with 500.
+    let app = spawn_app().await;
+    let token = app.admin().await;
+    let template = email_template(&app, &token, "t").await;
+    let mut ids = Vec::new();
+    for (i, rate) in [None, None, None, None, None, None, Some(200.5)]
+        .into_iter()
+        .cycle()
+        .take(14)
+        .enumerate()
+    {
+        let id = campaign(
+            &app,
+            &token,
+            json!({"name": format!("c{i}"), "channel": "email", "template_id": template,
+                   "throttle_per_sec": rate}),
+        )
+        .await;
+        ids.push((id, rate));
+    }
+    for (id, rate) in ids {
+        let res = app.get(&format!("/api/v1/campaigns/{id}"), &token).await;
+        assert_eq!(
+            res.body["throttle_per_sec"].as_f64(),
+            rate,
+            "{:?}",
+            res.body
+        );
+        let res = app
+            .patch(
+                &format!("/api/v1/campaigns/{id}"),
+                &token,
+                json!({"throttle_per_sec": rate.map_or(12.25, |_| 7.0)}),
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::OK, "{:?}", res.body);
+    }
+}
+
+#[tokio::test]
 async fn launching_needs_a_draft_and_a_configured_channel() {
     let app = spawn_app().await;
     let token = app.admin().await;
@@ -886,12 +946,18 @@ fn farol_bin(config: &farol::config::Config, sink: &Sink) -> Command {
     if !url.is_empty() {
         cmd.env("DATABASE_URL", url);
     }
+    if config.campaign.queue == "rabbitmq" {
+        cmd.env("FAROL_CAMPAIGN__QUEUE", "rabbitmq")
+            .env("FAROL_CAMPAIGN__QUEUE_NAME", &config.campaign.queue_name)
+            .env("AMQP_URL", config.amqp.url.expose_secret());
+    }
     cmd
 }
 
 /// An API-only app (no send workers) and its config, for tests that send from other processes.
 async fn api_only(sink: &Sink) -> (TestApp, farol::config::Config) {
     let (mut config, dir) = test_config().await;
+    with_queue(&mut config);
     config.smtp.url = format!("smtp://127.0.0.1:{}?tls=none", sink.port).into();
     config.smtp.from = "Farol <noreply@farol.test>".into();
     config.campaign.workers = 0;
@@ -1111,6 +1177,223 @@ async fn after_kill_9_a_restart_finishes_the_campaign_with_duplicates_bounded_by
 }
 
 #[tokio::test]
+async fn two_worker_processes_pace_one_campaign_together_through_redis() {
+    let redis_url =
+        std::env::var("FAROL_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let sink = Sink::start(&[]);
+    let (app, config) = api_only(&sink).await;
+    let token = app.admin().await;
+    let n = 81;
+    for i in 0..n {
+        client_with_email(&app, &token, &format!("C{i}"), &format!("p{i}@example.com")).await;
+    }
+    let template = email_template(&app, &token, "t").await;
+    let rate = 20.0;
+    let id = campaign(
+        &app,
+        &token,
+        json!({"name": "c", "channel": "email", "template_id": template, "throttle_per_sec": rate}),
+    )
+    .await;
+    // Each test its own schedule keys (parallel tests share the Redis).
+    let prefix = format!("farol-test-{}", uuid::Uuid::new_v4().simple());
+    let start = |_: usize| {
+        farol_bin(&config, &sink)
+            .env("REDIS_URL", &redis_url)
+            .env("FAROL_REDIS__KEY_PREFIX", &prefix)
+            // A claim is about one second of sends at the campaign's rate; shared by two
+            // processes it takes two, more than half of farol_bin's 2 s lease (a recipient
+            // not started by then goes back to the queue and its slot is lost).
+            .env("FAROL_CAMPAIGN__LEASE_SECS", "10")
+            .arg("worker")
+            .spawn()
+            .unwrap()
+    };
+    let mut workers: Vec<Child> = (0..2).map(start).collect();
+    launch(&app, &token, id).await;
+    wait_status(&app, &token, id, "completed").await;
+    for w in &workers {
+        sigterm(w);
+    }
+    for w in &mut workers {
+        assert!(wait_exit(w).await.success());
+    }
+    let owners = count(
+        &app,
+        "select count(distinct lease_owner) from campaign_recipients where campaign_id = $1",
+        id,
+    )
+    .await;
+    assert_eq!(owners, 0, "leases are cleared once recorded");
+    let mut times: Vec<f64> = sink
+        .messages()
+        .iter()
+        .map(|m| m["received_at"].as_f64().unwrap())
+        .collect();
+    assert_eq!(times.len(), n, "each recipient exactly once");
+    for i in 0..n {
+        assert_eq!(sink.to(&format!("p{i}@example.com")).len(), 1, "p{i}");
+    }
+    times.sort_by(f64::total_cmp);
+    // Both processes claim batches of about one second of sends (20) as soon as the campaign
+    // runs, so both send throughout; each pacing alone would make about 40/s together.
+    let span = times[n - 1] - times[0];
+    let achieved = (n - 1) as f64 / span;
+    eprintln!("two processes: {achieved:.3}/s over {span:.3} s, configured {rate}/s");
+    assert!(
+        (achieved - rate).abs() <= rate * 0.05,
+        "achieved {achieved:.2}/s over {span:.2} s, configured {rate}/s"
+    );
+}
+
+/// The RabbitMQ queue for a config, whatever FAROL_TEST_QUEUE says (the tests below are about
+/// the broker itself).
+fn force_rabbitmq(config: &mut farol::config::Config) {
+    let url = std::env::var("FAROL_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    config.amqp.url = url.into();
+    config.campaign.queue = "rabbitmq".into();
+    config.campaign.queue_name = format!("farol-test-{}.sends", uuid::Uuid::new_v4().simple());
+}
+
+async fn amqp_channel(config: &farol::config::Config) -> (lapin::Connection, lapin::Channel) {
+    use secrecy::ExposeSecret;
+    let conn = lapin::Connection::connect(
+        config.amqp.url.expose_secret(),
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .expect("RabbitMQ is reachable (FAROL_TEST_AMQP_URL)");
+    let channel = conn.create_channel().await.unwrap();
+    (conn, channel)
+}
+
+/// (messages ready, consumers) of a queue; `None` while it does not exist. A passive declare
+/// of a missing queue closes its channel, so each look uses a channel of its own.
+async fn queue_state(conn: &lapin::Connection, name: &str) -> Option<(u32, u32)> {
+    let channel = conn.create_channel().await.unwrap();
+    let declared = tokio::time::timeout(
+        Duration::from_secs(5),
+        channel.queue_declare(
+            name.into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        ),
+    )
+    .await
+    .expect("RabbitMQ answers a passive declare");
+    let state = declared
+        .ok()
+        .map(|q| (q.message_count(), q.consumer_count()));
+    let _ = channel.close(200, "done".into()).await;
+    state
+}
+
+#[tokio::test]
+async fn rabbitmq_two_worker_processes_share_a_campaign_and_a_kill_9_duplicates_only_sends_in_flight()
+ {
+    let sink = Sink::start(&[]);
+    let (app, mut config) = api_only(&sink).await;
+    force_rabbitmq(&mut config);
+    let token = app.admin().await;
+    let n = 300;
+    for i in 0..n {
+        client_with_email(&app, &token, &format!("C{i}"), &format!("q{i}@example.com")).await;
+    }
+    let template = email_template(&app, &token, "t").await;
+    let id = campaign(
+        &app,
+        &token,
+        json!({"name": "c", "channel": "email", "template_id": template, "throttle_per_sec": 100}),
+    )
+    .await;
+    let start = || {
+        farol_bin(&config, &sink)
+            .env("FAROL_CAMPAIGN__BATCH", "10")
+            .arg("worker")
+            .spawn()
+            .unwrap()
+    };
+    let mut a = start();
+    let mut b = start();
+    let (conn, _channel) = amqp_channel(&config).await;
+    let queue = config.campaign.queue_name.clone();
+    wait_until("both workers consuming", async || {
+        queue_state(&conn, &queue).await.is_some_and(|q| q.1 == 2)
+    })
+    .await;
+    // The API process (no workers) only wrote the rows; the workers publish and consume.
+    launch(&app, &token, id).await;
+    wait_until("the first sends", async || sink.messages().len() >= 60).await;
+    a.kill().unwrap(); // SIGKILL mid-campaign
+    a.wait().unwrap();
+    let in_flight = count(
+        &app,
+        "select count(*) from campaign_recipients where campaign_id = $1 and status = 'sending'",
+        id,
+    )
+    .await;
+    // The survivor finishes, including what the dead one held once its lease expires.
+    wait_status(&app, &token, id, "completed").await;
+    sigterm(&b);
+    assert!(wait_exit(&mut b).await.success());
+    let mut duplicates = 0;
+    for i in 0..n {
+        let got = sink.to(&format!("q{i}@example.com")).len() as i64;
+        assert!(got >= 1, "q{i} never got the message");
+        duplicates += got - 1;
+    }
+    eprintln!("rabbitmq kill -9: {in_flight} in flight, {duplicates} duplicates");
+    assert!(
+        duplicates <= in_flight,
+        "{duplicates} duplicates, {in_flight} sends in flight at the kill"
+    );
+    let r = results(&app, &token, id).await;
+    assert_eq!(r["sent"], n as i64);
+    assert_eq!(
+        queue_state(&conn, &queue).await.map(|q| q.0),
+        Some(0),
+        "nothing left queued"
+    );
+}
+
+#[tokio::test]
+async fn rabbitmq_a_message_that_cannot_be_read_is_dead_lettered() {
+    let sink = Sink::start(&[]);
+    let (app, mut config) = api_only(&sink).await;
+    force_rabbitmq(&mut config);
+    let mut worker = farol_bin(&config, &sink).arg("worker").spawn().unwrap();
+    let (conn, channel) = amqp_channel(&config).await;
+    let queue = config.campaign.queue_name.clone();
+    let dead = format!("{queue}.dead");
+    wait_until("the worker consuming", async || {
+        queue_state(&conn, &queue).await.is_some_and(|q| q.1 == 1)
+    })
+    .await;
+    channel
+        .basic_publish(
+            "".into(),
+            queue.as_str().into(),
+            lapin::options::BasicPublishOptions::default(),
+            b"not json",
+            lapin::BasicProperties::default(),
+        )
+        .await
+        .unwrap();
+    wait_until("the poison message in the dead-letter queue", async || {
+        queue_state(&conn, &dead).await.is_some_and(|q| q.0 == 1)
+    })
+    .await;
+    assert_eq!(queue_state(&conn, &queue).await.map(|q| q.0), Some(0));
+    sigterm(&worker);
+    assert!(wait_exit(&mut worker).await.success());
+    drop(app);
+}
+
+#[tokio::test]
 async fn cancelling_a_running_campaign_skips_whatever_was_not_sent() {
     let sink = Sink::start(&[]);
     let app = app_with_sink(&sink).await;
@@ -1155,6 +1438,7 @@ async fn cancelling_a_running_campaign_skips_whatever_was_not_sent() {
 async fn outside_business_hours_recipients_wait_queued() {
     let sink = Sink::start(&[]);
     let (mut config, dir) = test_config().await;
+    with_queue(&mut config);
     config.smtp.url = format!("smtp://127.0.0.1:{}?tls=none", sink.port).into();
     config.smtp.from = "Farol <noreply@farol.test>".into();
     config.campaign.poll_ms = 50;
@@ -1197,6 +1481,7 @@ async fn a_channel_that_keeps_failing_trips_its_breaker_and_sends_wait() {
     let rules: Vec<&str> = rules.iter().map(String::as_str).collect();
     let sink = Sink::start(&rules);
     let (mut config, dir) = test_config().await;
+    with_queue(&mut config);
     config.smtp.url = format!("smtp://127.0.0.1:{}?tls=none", sink.port).into();
     config.smtp.from = "Farol <noreply@farol.test>".into();
     config.campaign.poll_ms = 50;
