@@ -82,11 +82,22 @@ impl Db {
                         // second writer wait instead of failing; NORMAL is durable in WAL mode
                         // except for the last transactions on power loss (not on process crash).
                         conn.execute(sqlx::raw_sql(
-                            "pragma busy_timeout = 15000; pragma journal_mode = wal; \
-                             pragma synchronous = normal; pragma foreign_keys = on; \
-                             pragma temp_store = memory; pragma cache_size = -65536;",
+                            "pragma busy_timeout = 15000; pragma synchronous = normal; \
+                             pragma foreign_keys = on; pragma temp_store = memory; \
+                             pragma cache_size = -65536;",
                         ))
                         .await?;
+                        // Switching to WAL only when needed: `journal_mode = wal` on a file
+                        // already in WAL mode can still answer "database is locked", without
+                        // waiting, while another process writes (seen when a CLI command
+                        // opened a connection next to a running server).
+                        let mode: String = sqlx::query_scalar("pragma journal_mode")
+                            .fetch_one(&mut *conn)
+                            .await?;
+                        if !mode.eq_ignore_ascii_case("wal") {
+                            conn.execute(sqlx::raw_sql("pragma journal_mode = wal"))
+                                .await?;
+                        }
                     }
                     Ok(())
                 })
