@@ -1000,7 +1000,7 @@ async fn count(app: &TestApp, sql: &'static str, id: i64) -> i64 {
         .unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_creates_launches_and_waits_for_an_email_campaign() {
     let sink = Sink::start(&[]);
     let (app, config) = api_only(&sink).await;
@@ -1097,7 +1097,7 @@ async fn worker_campaign(app: &TestApp, token: &str) -> i64 {
     id
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_sends_and_a_restart_sends_nothing_twice() {
     let sink = Sink::start(&[]);
     let (app, config) = api_only(&sink).await;
@@ -1137,7 +1137,7 @@ async fn sigterm_drains_in_flight_sends_and_a_restart_sends_nothing_twice() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_kill_9_a_restart_finishes_the_campaign_with_duplicates_bounded_by_the_sends_in_flight()
  {
     let sink = Sink::start(&[]);
@@ -1176,7 +1176,7 @@ async fn after_kill_9_a_restart_finishes_the_campaign_with_duplicates_bounded_by
     assert_eq!(r["sent"], 40);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_worker_processes_pace_one_campaign_together_through_redis() {
     let redis_url =
         std::env::var("FAROL_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
@@ -1292,7 +1292,7 @@ async fn queue_state(conn: &lapin::Connection, name: &str) -> Option<(u32, u32)>
     state
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_two_worker_processes_share_a_campaign_and_a_kill_9_duplicates_only_sends_in_flight()
  {
     let sink = Sink::start(&[]);
@@ -1360,7 +1360,7 @@ async fn rabbitmq_two_worker_processes_share_a_campaign_and_a_kill_9_duplicates_
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_a_message_that_cannot_be_read_is_dead_lettered() {
     let sink = Sink::start(&[]);
     let (app, mut config) = api_only(&sink).await;

@@ -1399,7 +1399,7 @@ impl OutputAsync for &mut std::process::Command {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_creates_an_sms_campaign_on_a_stored_channel_account() {
     let (mut config, dir) = test_config().await;
     config.campaign.workers = 0;

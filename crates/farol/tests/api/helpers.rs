@@ -225,6 +225,10 @@ impl TestApp {
     }
 }
 
+// A test that runs `farol_bin(…).output()` (a blocking wait) while its in-process server runs
+// must use a multi-thread runtime: on the default current-thread runtime the wait freezes the
+// server's tasks, and one caught inside a SQLite write transaction holds the write lock until
+// the CLI gives up with "database is locked".
 /// The `farol` binary with a clean environment, a data directory and (when given) a database.
 pub fn farol_bin(data_dir: &std::path::Path, database_url: &str) -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_farol"));

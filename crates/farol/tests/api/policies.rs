@@ -277,7 +277,7 @@ async fn a_csv_import_adds_valid_rows_and_names_every_invalid_value_by_row_and_c
     assert_eq!(body["fields"][0]["code"], "missing_key_column");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_imports_a_suppression_file() {
     let (config, dir) = test_config().await;
     let url = config.database_url();
@@ -895,7 +895,7 @@ async fn a_recurring_campaign_launches_occurrences_with_fresh_snapshots_until_pa
     assert_eq!(occurrences(&app, &token, id).await.len(), 2);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_creates_a_recurring_campaign() {
     let (config, dir) = test_config().await;
     let url = config.database_url();

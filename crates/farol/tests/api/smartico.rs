@@ -399,7 +399,7 @@ async fn a_bad_token_or_no_configuration_fails_the_sync_without_leaking_the_toke
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_completed_segmentation_is_pushed_and_exported_as_an_imported_segment() {
     let fake = Fake::default();
     let base = fake_smartico(&fake).await;
