@@ -137,25 +137,11 @@ impl Db {
     /// (`BEGIN IMMEDIATE`), so two writers queue on `busy_timeout` instead of one failing
     /// with "database is locked" when it upgrades from reading to writing.
     pub async fn begin(&self) -> DbResult<Tx> {
-        match self.backend {
-            Backend::Postgres => Ok(self.pool.begin().await?),
-            Backend::Sqlite => {
-                // busy_timeout already waits for the write lock; SQLite still answers BUSY at
-                // once in a few cases (another process recovering or checkpointing the WAL),
-                // so a busy BEGIN is retried a few times before it is an error.
-                let mut attempt = 0u64;
-                loop {
-                    match self.pool.begin_with("begin immediate").await {
-                        Ok(tx) => return Ok(tx),
-                        Err(e) if attempt < 5 && is_sqlite_busy(&e) => {
-                            attempt += 1;
-                            tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-            }
-        }
+        let tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("begin immediate").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
+        Ok(tx)
     }
 
     /// A cheap round trip, for `/ready`.
@@ -168,14 +154,6 @@ impl Db {
     pub async fn close(&self) {
         self.pool.close().await;
     }
-}
-
-/// SQLITE_BUSY ("database is locked", primary code 5, any extended code).
-fn is_sqlite_busy(e: &sqlx::Error) -> bool {
-    e.as_database_error()
-        .and_then(|d| d.code())
-        .and_then(|c| c.parse::<i32>().ok())
-        .is_some_and(|c| c & 0xff == 5)
 }
 
 fn ensure_sqlite_parent_dir(url: &str) -> anyhow::Result<()> {

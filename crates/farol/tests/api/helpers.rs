@@ -241,3 +241,27 @@ pub fn farol_bin(data_dir: &std::path::Path, database_url: &str) -> std::process
     }
     cmd
 }
+
+/// `farol serve` as a child process on a free port, with extra environment, output discarded
+/// (crash and take-over tests kill it with SIGKILL).
+pub fn serve_process(
+    data_dir: &std::path::Path,
+    database_url: &str,
+    env: &[(&str, &str)],
+) -> std::process::Child {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cmd = farol_bin(data_dir, database_url);
+    cmd.env("FAROL_LISTEN", format!("127.0.0.1:{port}"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.arg("serve")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}

@@ -951,20 +951,14 @@ async fn a_serve_killed_mid_import_resumes_it_after_a_restart() {
     tx.commit().await.unwrap();
 
     let serve = || {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        farol_bin(dir.path(), &url)
-            .env("FAROL_LISTEN", format!("127.0.0.1:{port}"))
-            .env("FAROL_IMPORT__BATCH_ROWS", "250")
-            .env("FAROL_IMPORT__LEASE_SECS", "1")
-            .arg("serve")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
+        crate::helpers::serve_process(
+            dir.path(),
+            &url,
+            &[
+                ("FAROL_IMPORT__BATCH_ROWS", "250"),
+                ("FAROL_IMPORT__LEASE_SECS", "1"),
+            ],
+        )
     };
     let progress = |db: farol::db::Db| async move {
         sqlx::query_as::<_, (String, i64)>(

@@ -648,21 +648,15 @@ async fn a_serve_killed_mid_run_lets_the_next_process_take_the_run_over() {
     );
 
     let serve = || {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        farol_bin(dir.path(), &url)
-            .env("FAROL_LISTEN", format!("127.0.0.1:{port}"))
-            .env("FAROL_SEGMENT__LEASE_SECS", "1")
-            .env("FAROL_SEGMENT__TRANSACTIONS", &config.segment.transactions)
-            .env("FAROL_SEGMENT__USERS", &config.segment.users)
-            .arg("serve")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
+        crate::helpers::serve_process(
+            dir.path(),
+            &url,
+            &[
+                ("FAROL_SEGMENT__LEASE_SECS", "1"),
+                ("FAROL_SEGMENT__TRANSACTIONS", &config.segment.transactions),
+                ("FAROL_SEGMENT__USERS", &config.segment.users),
+            ],
+        )
     };
     let mut server = serve();
     let start = Instant::now();
