@@ -291,6 +291,21 @@ async fn run_files(
     let mut counters = Counters::of(row);
     let mut caches = Caches::default();
     caches.field_ids = custom.iter().map(|(k, f)| (k.clone(), f.id)).collect();
+    {
+        // Sized for about one key per 20 bytes of input (a phone or e-mail plus a name is
+        // rarely shorter); a file with more keys only gets more "maybe" answers.
+        let bytes: u64 = files
+            .iter()
+            .map(|f| match f.size {
+                Some(size) => size.max(0) as u64,
+                None => std::fs::metadata(&f.path).map_or(0, |m| m.len()),
+            })
+            .sum();
+        let mut conn = db.pool().acquire().await.map_err(DbError::from)?;
+        caches
+            .load_known_keys(&mut conn, row.account_id, bytes / 20)
+            .await?;
+    }
     let started = Instant::now();
     let rows_at_start = counters.rows_read;
     let lease_ms = opts.lease.as_millis() as i64;
