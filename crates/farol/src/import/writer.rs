@@ -709,6 +709,11 @@ async fn lookup_owners(
                 .filter(|v| maybe(KeyKind::External, v)),
         );
     }
+    tracing::debug!(
+        queried = phones.len() + emails.len() + docs.len() + exts.len(),
+        keys = rows.iter().map(|r| row_keys(r).len()).sum::<usize>(),
+        "dedupe lookup"
+    );
     let mut owners = HashMap::new();
     for (kind, label, values) in [
         (KeyKind::Phone, "phone", &phones),
