@@ -49,13 +49,20 @@ impl Drop for Sink {
 impl Sink {
     /// `rejects`: `address=CODE[:TIMES]` rules (see smtp_sink.py).
     pub(crate) fn start(rejects: &[&str]) -> Sink {
+        let args: Vec<&str> = rejects.iter().flat_map(|r| ["--reject", r]).collect();
+        Sink::start_args(&args)
+    }
+
+    /// A sink that requires AUTH with `user:password`.
+    pub(crate) fn start_with_auth(credentials: &str) -> Sink {
+        Sink::start_args(&["--auth", credentials])
+    }
+
+    fn start_args(args: &[&str]) -> Sink {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/smtp_sink.py");
         let dir = tempfile::tempdir().unwrap();
         let mut cmd = Command::new(venv_python());
-        cmd.arg(&script).arg("--dir").arg(dir.path());
-        for r in rejects {
-            cmd.args(["--reject", r]);
-        }
+        cmd.arg(&script).arg("--dir").arg(dir.path()).args(args);
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
