@@ -777,6 +777,11 @@ impl Config {
                 ));
             }
         }
+        if self.channels.sns_cert_hosts.is_empty() {
+            return Err(ConfigError(
+                "key `channels.sns_cert_hosts`: list at least one host (the default is [\"sns.*.amazonaws.com\", \"sns.*.amazonaws.com.cn\"]); with none, every SES notification is refused".into(),
+            ));
+        }
         for host in &self.channels.sns_cert_hosts {
             farol_channels::email::sns::CertHost::parse(host)
                 .map_err(|e| ConfigError(format!("key `channels.sns_cert_hosts`: {e}")))?;
@@ -975,6 +980,38 @@ mod tests {
             Config::load_from_env(None, &overrides, env(&[("FAROL_LISTEN", "127.0.0.1:9000")]))
                 .unwrap();
         assert_eq!(config.server.listen.to_string(), "127.0.0.1:7000");
+    }
+
+    #[test]
+    fn alert_and_sns_settings_are_checked() {
+        let load = |pairs: &[(&str, &str)]| {
+            Config::load_from_env(None, &CliOverrides::default(), env(pairs)).map(|(c, _)| c)
+        };
+        let err = load(&[("FAROL_ALERTS__WEBHOOK_URL", "https://ops.test/hook")]).unwrap_err();
+        assert!(err.to_string().contains("alerts.webhook_secret"), "{err}");
+        let err = load(&[("FAROL_ALERTS__WEBHOOK_URL", "ops.test/hook")]).unwrap_err();
+        assert!(err.to_string().contains("alerts.webhook_url"), "{err}");
+        let config = load(&[
+            ("FAROL_ALERTS__WEBHOOK_URL", "https://ops.test/hook"),
+            ("FAROL_ALERTS__WEBHOOK_SECRET", "s3cret"),
+        ])
+        .unwrap();
+        assert_eq!(config.alerts.webhook_url, "https://ops.test/hook");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("farol.toml");
+        for (hosts, ok) in [
+            ("[\"sns.*.amazonaws.com\", \"http://127.0.0.1:9911\"]", true),
+            ("[\"http://sns.us-east-1.amazonaws.com\"]", false),
+            ("[\"*.com\"]", false),
+            ("[]", false),
+        ] {
+            std::fs::write(&path, format!("[channels]\nsns_cert_hosts = {hosts}\n")).unwrap();
+            let result = Config::load_from_env(Some(&path), &CliOverrides::default(), env(&[]));
+            assert_eq!(result.is_ok(), ok, "{hosts}: {:?}", result.err());
+            if let Err(e) = result {
+                assert!(e.to_string().contains("channels.sns_cert_hosts"), "{e}");
+            }
+        }
     }
 
     #[test]

@@ -661,14 +661,13 @@ impl SnsSigner {
     }
 }
 
+/// (address, SES MessageId) of each message SES accepted.
+type SesSent = Arc<Mutex<Vec<(String, String)>>>;
+
 /// Amazon SES v2 SendEmail (`POST /v2/email/outbound-emails`, SigV4 for service `ses`):
 /// answers `{"MessageId"}` and remembers which address got which id.
-async fn ses_server() -> (String, Arc<Mutex<Vec<(String, String)>>>) {
-    async fn send(
-        State(seen): State<Arc<Mutex<Vec<(String, String)>>>>,
-        headers: HeaderMap,
-        body: Bytes,
-    ) -> Response {
+async fn ses_server() -> (String, SesSent) {
+    async fn send(State(seen): State<SesSent>, headers: HeaderMap, body: Bytes) -> Response {
         let auth = headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
