@@ -1536,6 +1536,17 @@ async fn a_channel_that_keeps_failing_trips_its_breaker_and_sends_wait() {
     )
     .await;
     assert_eq!(attempts, 3, "the breaker let more sends through");
+    // The operator is told: one open alert for the configuration's SMTP (no channel account).
+    let alerts = app.get("/api/v1/alerts?unresolved=true", &token).await.body;
+    let alerts = alerts["items"].as_array().unwrap();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["kind"], "breaker_open");
+    assert_eq!(alerts[0]["provider"], "smtp");
+    assert!(alerts[0]["channel_account_id"].is_null());
+    assert!(
+        alerts[0]["reason"].as_str().unwrap().contains("421"),
+        "{alerts:?}"
+    );
     let r = results(&app, &token, id).await;
     assert_eq!(
         (r["queued"].as_i64(), r["failed"].as_i64()),

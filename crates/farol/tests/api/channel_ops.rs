@@ -548,6 +548,81 @@ async fn a_provider_that_keeps_failing_opens_the_breaker_with_an_alert_and_recov
     assert_eq!(res.fields(), vec!["unresolved"]);
 }
 
+#[tokio::test]
+async fn an_outage_is_one_open_alert_whatever_the_number_of_processes_whose_breaker_opens() {
+    use farol::channels::alerts::{AlertKind, Subject, raise};
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let account_id = farol::accounts::ensure(&app.db, "default").await.unwrap();
+    let subject = Subject {
+        account_id,
+        channel_account_id: Some(41),
+        provider: "twilio".into(),
+    };
+    let other = Subject {
+        channel_account_id: Some(42),
+        ..subject.clone()
+    };
+    // Two processes' breakers open for account 41, one for 42.
+    for (s, reason) in [
+        (&subject, "HTTP 503"),
+        (&subject, "HTTP 502"),
+        (&other, "timeout"),
+    ] {
+        raise(&app.db, None, s, AlertKind::BreakerOpen, reason)
+            .await
+            .unwrap();
+    }
+    let open = async || {
+        app.get("/api/v1/alerts?unresolved=true", &admin).await.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                (
+                    a["channel_account_id"].as_i64().unwrap(),
+                    a["reason"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        open().await,
+        [(42, "timeout".to_owned()), (41, "HTTP 503".to_owned())]
+    );
+    // The first close resolves account 41's outage; a second process closing adds nothing.
+    for _ in 0..2 {
+        raise(
+            &app.db,
+            None,
+            &subject,
+            AlertKind::BreakerClosed,
+            "a probe send went through",
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(open().await, [(42, "timeout".to_owned())]);
+    let all = app.get("/api/v1/alerts?limit=2", &admin).await.body;
+    let kinds: Vec<&str> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["breaker_closed", "breaker_open"]);
+    let next = all["next_cursor"].as_str().expect("a second page");
+    let rest = app
+        .get(&format!("/api/v1/alerts?cursor={next}"), &admin)
+        .await
+        .body;
+    assert_eq!(rest["items"].as_array().unwrap().len(), 1);
+    // Another tenant sees none of it.
+    let stranger = app.user("other", farol::auth::Role::Admin).await;
+    let res = app.get("/api/v1/alerts", &stranger).await;
+    assert_eq!(res.body["items"].as_array().unwrap().len(), 0);
+}
+
 // ---------------------------------------------------------------------------------------------
 // SES events through SNS, signed for real: a throwaway RSA key and self-signed certificate made
 // by the openssl CLI, served by a local server the receiver is configured to trust
