@@ -276,6 +276,27 @@ async fn a_test_send_over_sendgrid_returns_the_message_id_and_classifies_a_wrong
     assert!(!res.body.to_string().contains("wrong-key"));
     assert_eq!(seen.lock().unwrap().len(), 1);
 
+    // A provider slower than the account's timeout_secs: a timeout.
+    let slow = serve(Router::new().route(
+        "/v3/mail/send",
+        post(|| async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            AxStatus::ACCEPTED
+        }),
+    ))
+    .await;
+    let sluggish = account(
+        &app,
+        &admin,
+        json!({"name": "SG slow", "provider": "sendgrid",
+               "settings": {"from_email": "vendas@farol.test", "base_url": slow, "timeout_secs": 1},
+               "secrets": {"api_key": SENDGRID_KEY}}),
+    )
+    .await;
+    let res = test_send(&app, &admin, sluggish, json!({"to": "ana@example.com"})).await;
+    assert_eq!(res.body["error"]["kind"], "timeout", "{:?}", res.body);
+    assert!(res.body["duration_ms"].as_u64().unwrap() >= 1000);
+
     // Managers may not use channel credentials; another tenant's account does not exist.
     let manager = app.user("default", farol::auth::Role::Manager).await;
     let res = test_send(&app, &manager, good, json!({"to": "ana@example.com"})).await;
