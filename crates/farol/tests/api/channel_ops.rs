@@ -334,6 +334,54 @@ async fn a_test_send_over_sendgrid_returns_the_message_id_and_classifies_a_wrong
     .await;
     assert_eq!(res.fields(), vec!["template"]);
 
+    // A webhook account posts its signed test to its own URL; a `to` is refused.
+    let hook_got: Arc<Mutex<Vec<(String, Bytes)>>> = Arc::default();
+    let hook = serve(
+        Router::new()
+            .route(
+                "/in",
+                post(
+                    |State(got): State<Arc<Mutex<Vec<(String, Bytes)>>>>,
+                     headers: HeaderMap,
+                     body: Bytes| async move {
+                        let sig = headers
+                            .get("x-farol-signature")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned();
+                        got.lock().unwrap().push((sig, body));
+                        AxStatus::NO_CONTENT
+                    },
+                ),
+            )
+            .with_state(hook_got.clone()),
+    )
+    .await;
+    let webhook = account(
+        &app,
+        &admin,
+        json!({"name": "Hook", "provider": "webhook", "settings": {"url": format!("{hook}/in")},
+               "secrets": {"secret": "hook-secret-for-tests"}}),
+    )
+    .await;
+    let res = test_send(
+        &app,
+        &admin,
+        webhook,
+        json!({"to": "https://elsewhere.test"}),
+    )
+    .await;
+    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(res.fields(), vec!["to"]);
+    let res = test_send(&app, &admin, webhook, json!({"message": "ping"})).await;
+    assert_eq!(res.body["ok"], true, "{:?}", res.body);
+    assert_eq!(res.body["to"], format!("{hook}/in"));
+    let posted = received_alerts(&hook_got, "hook-secret-for-tests");
+    assert_eq!(posted.len(), 1);
+    assert_eq!(posted[0]["type"], "channel_account.test");
+    assert_eq!(posted[0]["data"]["message"], "ping");
+    assert_eq!(posted[0]["data"]["channel_account_id"], webhook);
+
     // The route is documented.
     let res = app.get("/api/v1/openapi.json", &admin).await;
     assert!(
@@ -424,7 +472,8 @@ async fn alert_receiver() -> (String, Arc<Mutex<Vec<(String, Bytes)>>>) {
     (format!("{}/alerts", serve(router).await), got)
 }
 
-/// The alerts the receiver accepted, each checked against the signature.
+/// The JSON bodies a receiver accepted (alerts, webhook test sends), each checked against the
+/// `X-Farol-Signature` made with `secret`.
 fn received_alerts(got: &Mutex<Vec<(String, Bytes)>>, secret: &str) -> Vec<Value> {
     got.lock()
         .unwrap()
