@@ -335,15 +335,13 @@ async fn a_test_send_over_sendgrid_returns_the_message_id_and_classifies_a_wrong
     assert_eq!(res.fields(), vec!["template"]);
 
     // A webhook account posts its signed test to its own URL; a `to` is refused.
-    let hook_got: Arc<Mutex<Vec<(String, Bytes)>>> = Arc::default();
+    let hook_got: Received = Arc::default();
     let hook = serve(
         Router::new()
             .route(
                 "/in",
                 post(
-                    |State(got): State<Arc<Mutex<Vec<(String, Bytes)>>>>,
-                     headers: HeaderMap,
-                     body: Bytes| async move {
+                    |State(got): State<Received>, headers: HeaderMap, body: Bytes| async move {
                         let sig = headers
                             .get("x-farol-signature")
                             .and_then(|v| v.to_str().ok())
@@ -435,12 +433,15 @@ async fn flaky_sendgrid(down: Arc<AtomicBool>) -> (String, Arc<AtomicUsize>) {
     (serve(router).await, accepted)
 }
 
+/// (`X-Farol-Signature`, body) of each POST a receiver accepted.
+type Received = Arc<Mutex<Vec<(String, Bytes)>>>;
+
 /// An operator's alert endpoint: answers 500 to the first POST of each alert (so Farol must
 /// retry) and keeps every POST it accepted, with its signature header.
-async fn alert_receiver() -> (String, Arc<Mutex<Vec<(String, Bytes)>>>) {
+async fn alert_receiver() -> (String, Received) {
     #[derive(Clone, Default)]
     struct S {
-        got: Arc<Mutex<Vec<(String, Bytes)>>>,
+        got: Received,
         tries: Arc<Mutex<std::collections::HashMap<String, u32>>>,
     }
     async fn hook(State(s): State<S>, headers: HeaderMap, body: Bytes) -> AxStatus {
