@@ -542,6 +542,99 @@ Message-ID: <0123456789abcdef0123456789abcdef@farol.test>\r
         assert!(dsn.delivered_to[0].starts_with("bounces+0123456789abcdef"));
     }
 
+    /// An Exchange Online NDR: the human part is a nested multipart/alternative in
+    /// quoted-printable, the report writes `rfc822;` without a space and adds `X-Display-Name`,
+    /// and the whole original comes back as `message/rfc822`.
+    const EXCHANGE: &str =
+        "From: <MicrosoftExchange329e71ec88ae4615bbc36ab6ce41109e@cliente.test>\r
+To: <bounces+0123456789abcdef0123456789abcdef-00112233aabbccdd@mail.farol.test>\r
+Date: Mon, 23 Nov 2026 06:00:03 +0000\r
+Content-Type: multipart/report; report-type=delivery-status;\r
+\tboundary=\"b5c3e6f1-0a2b-4c3d-9e8f-7a6b5c4d3e2f\"\r
+X-MS-Exchange-Message-Is-Ndr:\r
+Subject: Undeliverable: Oferta\r
+Auto-Submitted: auto-replied\r
+MIME-Version: 1.0\r
+\r
+--b5c3e6f1-0a2b-4c3d-9e8f-7a6b5c4d3e2f\r
+Content-Type: multipart/alternative; differences=Content-Type;\r
+\tboundary=\"a1b2c3d4-aaaa-bbbb-cccc-1234567890ab\"\r
+\r
+--a1b2c3d4-aaaa-bbbb-cccc-1234567890ab\r
+Content-Type: text/plain; charset=\"us-ascii\"\r
+Content-Transfer-Encoding: quoted-printable\r
+\r
+Your message to gone@cliente.test couldn't be delivered.=0D=0AThe email =\r
+address wasn't found at the destination domain.\r
+\r
+--a1b2c3d4-aaaa-bbbb-cccc-1234567890ab\r
+Content-Type: text/html; charset=\"us-ascii\"\r
+Content-Transfer-Encoding: quoted-printable\r
+\r
+<html><body>Your message to gone@cliente.test couldn=27t be delivered.</body></html>\r
+--a1b2c3d4-aaaa-bbbb-cccc-1234567890ab--\r
+\r
+--b5c3e6f1-0a2b-4c3d-9e8f-7a6b5c4d3e2f\r
+Content-Type: message/delivery-status\r
+\r
+Reporting-MTA: dns;BN8PR11MB3700.namprd11.prod.outlook.com\r
+Received-From-MTA: dns;mx.farol.test\r
+Arrival-Date: Mon, 23 Nov 2026 06:00:01 +0000\r
+\r
+Final-Recipient: rfc822;gone@cliente.test\r
+Action: failed\r
+Status: 5.1.10\r
+Diagnostic-Code: smtp;550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not\r
+ found by SMTP address lookup\r
+X-Display-Name: Gone\r
+\r
+\r
+--b5c3e6f1-0a2b-4c3d-9e8f-7a6b5c4d3e2f\r
+Content-Type: message/rfc822\r
+\r
+Return-Path: bounces+0123456789abcdef0123456789abcdef-00112233aabbccdd@mail.farol.test\r
+From: Farol <vendas@farol.test>\r
+To: <gone@cliente.test>\r
+Subject: Oferta\r
+Message-ID: <0123456789abcdef0123456789abcdef@farol.test>\r
+Content-Type: text/plain; charset=utf-8\r
+\r
+Ola Ana\r
+\r
+--b5c3e6f1-0a2b-4c3d-9e8f-7a6b5c4d3e2f--\r
+";
+
+    #[test]
+    fn an_exchange_ndr_is_read() {
+        let dsn = parse(EXCHANGE.as_bytes()).unwrap().unwrap();
+        assert_eq!(
+            dsn.reporting_mta.as_deref(),
+            Some("dns;BN8PR11MB3700.namprd11.prod.outlook.com")
+        );
+        assert_eq!(dsn.recipients.len(), 1);
+        let r = &dsn.recipients[0];
+        assert_eq!(r.final_recipient.as_deref(), Some("gone@cliente.test"));
+        assert_eq!(r.status.as_deref(), Some("5.1.10"));
+        assert_eq!(
+            r.delivery_status(),
+            Some(DeliveryStatus::Bounced { permanent: true })
+        );
+        assert!(
+            r.diagnostic
+                .as_deref()
+                .unwrap()
+                .ends_with("Recipient not found by SMTP address lookup")
+        );
+        assert_eq!(
+            dsn.original_message_id.as_deref(),
+            Some("0123456789abcdef0123456789abcdef@farol.test")
+        );
+        assert_eq!(
+            dsn.delivered_to,
+            ["<bounces+0123456789abcdef0123456789abcdef-00112233aabbccdd@mail.farol.test>"]
+        );
+    }
+
     #[test]
     fn delays_and_temporary_failures_are_not_hard_bounces() {
         let delayed = POSTFIX
