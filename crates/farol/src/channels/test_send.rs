@@ -383,7 +383,16 @@ pub async fn test_account(
     let started = Instant::now();
     let (to_text, result) = match registry.get(id).await {
         Err(e) => (
-            String::new(),
+            match &to {
+                Some(Recipient::Email { address, .. }) => address.clone(),
+                Some(Recipient::Phone { e164 }) => e164.clone(),
+                _ => row
+                    .settings()
+                    .get("url")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+            },
             Err(TestError {
                 kind: TestFailure::Configuration,
                 code: "adapter".into(),
