@@ -46,6 +46,8 @@ pub struct Sender {
     breakers: HashMap<&'static str, CircuitBreaker>,
     /// Group commit of outcomes (one task per process).
     recorder: Recorder,
+    /// Alerts when a breaker opens or closes.
+    alerter: crate::channels::alerts::Alerter,
 }
 
 /// Whether business hours allow sending now.
@@ -74,6 +76,7 @@ impl Sender {
         let c = &config.campaign;
         Sender {
             recorder: Recorder::spawn(db.clone()),
+            alerter: crate::channels::alerts::Alerter::new(db.clone(), config),
             db,
             channels,
             throttle,
@@ -663,10 +666,18 @@ impl Job<'_> {
                     return Ok(());
                 }
                 let result = channel.send(&msg).await;
-                match &result {
-                    Err(SendError::Transient { .. }) => breaker.record_failure(),
-                    _ => breaker.record_success(),
-                }
+                s.alerter.observe(
+                    breaker,
+                    || crate::channels::alerts::Subject {
+                        account_id: self.c.account_id,
+                        channel_account_id: built.as_ref().map(|b| b.id),
+                        provider: built
+                            .as_ref()
+                            .map_or("smtp", |b| b.provider.as_str())
+                            .to_owned(),
+                    },
+                    &result,
+                );
                 (self.outcome(&r, result), summary)
             }
         };
