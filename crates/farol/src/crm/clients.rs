@@ -172,8 +172,13 @@ pub async fn ensure_client(conn: &mut AnyConnection, account_id: i64, id: i64) -
 }
 
 /// The text indexed for search: tokens of the name, legal name, document, e-mails and phones
-/// (international, national and subscriber digits, so `11 98765`, `98765-4321` and
-/// `5511987654321` all find the client).
+/// (national and subscriber digits, so `11 98765` and `98765-4321` find the client, and
+/// `55 11 98765` through [`token_forms`]; a foreign number as its digits with the country
+/// code). E-mail domains leave out their generic labels (`com`, `br`, …): every client would
+/// share them, and they are most of the index's entries that no search needs.
+///
+/// Every token costs index maintenance on each write (PostgreSQL's GIN index is most of a
+/// bulk import's database work), so only forms someone searches by are indexed.
 pub fn build_search_text<'a>(
     name: &str,
     legal_name: Option<&str>,
@@ -196,22 +201,35 @@ pub fn build_search_text<'a>(
                     .collect::<String>()
                     .to_ascii_lowercase(),
             );
-            tokens.extend(search_tokens(value));
+            let (local, domain) = value.rsplit_once('@').unwrap_or((value, ""));
+            tokens.extend(search_tokens(local));
+            tokens.extend(
+                search_tokens(domain)
+                    .into_iter()
+                    .filter(|label| !GENERIC_DOMAIN_LABELS.contains(&label.as_str())),
+            );
         } else {
             let digits: String = value.chars().filter(char::is_ascii_digit).collect();
-            if let Some(national) = digits.strip_prefix("55") {
-                if national.len() > 2 {
-                    tokens.push(national[2..].to_string());
+            match digits.strip_prefix("55") {
+                Some(national) if value.starts_with("+55") => {
+                    if national.len() > 2 {
+                        tokens.push(national[2..].to_string());
+                    }
+                    tokens.push(national.to_string());
                 }
-                tokens.push(national.to_string());
+                _ => tokens.push(digits),
             }
-            tokens.push(digits);
         }
     }
     let mut seen = std::collections::HashSet::new();
     tokens.retain(|t| !t.is_empty() && seen.insert(t.clone()));
     tokens.join(" ")
 }
+
+/// E-mail domain labels not indexed (see [`build_search_text`]).
+const GENERIC_DOMAIN_LABELS: [&str; 10] = [
+    "com", "br", "net", "org", "gov", "edu", "co", "io", "info", "biz",
+];
 
 /// Recomputes a client's search text after its name, document or contacts changed.
 pub async fn refresh_search_text(conn: &mut AnyConnection, client_id: i64) -> DbResult<()> {
@@ -1070,14 +1088,30 @@ async fn exact_matches(
     Ok(ids)
 }
 
+/// The indexed forms a query token may take. Brazilian phones are indexed in their national
+/// form (DDD + number) and without the DDD, not with the country code (see
+/// [`build_search_text`]); a number typed with its country code (`55 11 98765…`) is looked up
+/// both as typed (a DDD 55 number) and without the `55`.
+fn token_forms(t: &str) -> Vec<&str> {
+    if t.len() >= 4 && t.starts_with("55") && t.bytes().all(|b| b.is_ascii_digit()) {
+        vec![t, &t[2..]]
+    } else {
+        vec![t]
+    }
+}
+
 fn push_token_match(q: &mut SqlBuilder, backend: Backend, tokens: &[String]) {
     match backend {
         Backend::Sqlite => {
             let expr = tokens
                 .iter()
-                .map(|t| format!("\"{t}\"*"))
+                .map(|t| {
+                    let forms: Vec<String> =
+                        token_forms(t).iter().map(|f| format!("\"{f}\"*")).collect();
+                    format!("({})", forms.join(" OR "))
+                })
                 .collect::<Vec<_>>()
-                .join(" ");
+                .join(" AND ");
             q.push(" and c.id in (select rowid from clients_fts where clients_fts match ")
                 .bind(expr)
                 .push(")");
@@ -1085,7 +1119,11 @@ fn push_token_match(q: &mut SqlBuilder, backend: Backend, tokens: &[String]) {
         Backend::Postgres => {
             let expr = tokens
                 .iter()
-                .map(|t| format!("{t}:*"))
+                .map(|t| {
+                    let forms: Vec<String> =
+                        token_forms(t).iter().map(|f| format!("{f}:*")).collect();
+                    format!("({})", forms.join(" | "))
+                })
                 .collect::<Vec<_>>()
                 .join(" & ");
             // The GIN index lives on client_search (migration 0011, crm::search_index).
@@ -1315,7 +1353,8 @@ mod tests {
             Some("12345678909"),
             [
                 ("phone", "+5511987654321"),
-                ("email", "joao.silva@example.com"),
+                ("phone", "+14155552671"),
+                ("email", "joao.silva@example.com.br"),
             ],
         );
         for token in [
@@ -1324,10 +1363,10 @@ mod tests {
             "padaria",
             "pao",
             "12345678909",
-            "5511987654321",
             "11987654321",
             "987654321",
-            "joaosilvaexamplecom",
+            "14155552671",
+            "joaosilvaexamplecombr",
             "example",
         ] {
             assert!(
@@ -1335,6 +1374,22 @@ mod tests {
                 "{token} missing from {text}"
             );
         }
+        // Forms no search needs: the country code (token_forms strips it from queries) and
+        // the generic labels of e-mail domains.
+        for token in ["5511987654321", "com", "br"] {
+            assert!(
+                !text.split(' ').any(|t| t == token),
+                "{token} indexed in {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_number_typed_with_the_country_code_is_also_looked_up_without_it() {
+        assert_eq!(token_forms("5511987"), ["5511987", "11987"]);
+        assert_eq!(token_forms("11987"), ["11987"]);
+        assert_eq!(token_forms("55"), ["55"]);
+        assert_eq!(token_forms("55silva"), ["55silva"]);
     }
 
     #[test]

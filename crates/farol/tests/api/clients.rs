@@ -559,6 +559,8 @@ async fn search_finds_clients_by_name_phone_email_and_document_however_typed() {
         "mercadinho acucar",
         "(85) 98877-6655",
         "+55 85 988776655",
+        "55 85 98877",
+        "+55 (85) 9887",
         "85988776655",
         "98877-6655",
         "8877",
@@ -567,6 +569,7 @@ async fn search_finds_clients_by_name_phone_email_and_document_however_typed() {
         "joao.silva@gmail.com",
         "JOAO.SILVA@GMAIL.COM",
         "joao.silva@gm",
+        "gmail",
     ] {
         let found = search(q).await;
         if q == "8877" {
