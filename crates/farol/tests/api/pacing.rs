@@ -7,14 +7,15 @@ use serde_json::{Value, json};
 
 use crate::campaigns::{campaign, launch, results, wait_status};
 use crate::smartico_campaigns::{
-    Smartico, action_template, clients_with_ids, quick_app, smartico_account,
+    Smartico, action_template, clients_with_ids, quick_app, quick_app_with, smartico_account,
 };
 
 #[tokio::test]
 async fn two_campaigns_on_one_account_share_the_accounts_rate() {
     let fake = Smartico::default();
     let base = fake.start().await;
-    let (app, _) = quick_app().await;
+    // Two workers: with RabbitMQ, two messages (one per campaign) in flight at once.
+    let (app, _) = quick_app_with(2).await;
     let token = app.admin().await;
     let rate = 10.0;
     smartico_account(&app, &token, &base, json!({"rate": {"per_second": rate}})).await;
@@ -220,4 +221,66 @@ async fn wait_results(
         assert!(std::time::Instant::now() < deadline, "never reached: {r:?}");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+async fn two_servers_share_an_accounts_rate_through_redis() {
+    let redis_url =
+        std::env::var("FAROL_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let fake = Smartico::default();
+    let base = fake.start().await;
+    let (mut config, dir) = crate::helpers::test_config().await;
+    crate::campaigns::with_queue(&mut config);
+    config.campaign.poll_ms = 50;
+    // Small claims, so both servers keep sending each campaign.
+    config.campaign.batch = 4;
+    config.redis.url = secrecy::SecretString::from(redis_url);
+    // Each test its own schedule keys (parallel tests share the Redis).
+    config.redis.key_prefix = format!("farol-test-{}", uuid::Uuid::new_v4().simple());
+    // A second server on the same database and data directory (its secrets key), with its
+    // own process-local state: only Redis makes them share the account's schedule.
+    let app = crate::helpers::spawn_with(config.clone(), dir).await;
+    let _second = crate::helpers::spawn_with(config, tempfile::tempdir().unwrap()).await;
+    let token = app.admin().await;
+    let rate = 10.0;
+    smartico_account(&app, &token, &base, json!({"rate": {"per_second": rate}})).await;
+    let template = action_template(&app, &token).await;
+    let mut campaigns = Vec::new();
+    for k in 0..2 {
+        let ids: Vec<Option<String>> = (0..16).map(|i| Some(format!("r{k}-{i}"))).collect();
+        let (audience, _) = clients_with_ids(&app, &token, &ids).await;
+        campaigns.push(
+            campaign(
+                &app,
+                &token,
+                json!({"name": format!("r{k}"), "channel": "smartico", "template_id": template,
+                       "audience_id": audience}),
+            )
+            .await,
+        );
+    }
+    for id in &campaigns {
+        launch(&app, &token, *id).await;
+    }
+    for id in &campaigns {
+        wait_status(&app, &token, *id, "completed").await;
+    }
+    let mut times: Vec<f64> = fake
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(t, _)| *t)
+        .collect();
+    times.sort_by(f64::total_cmp);
+    let n = times.len();
+    assert_eq!(n, 32, "each recipient once");
+    let span = times[n - 1] - times[0];
+    let achieved = (n - 1) as f64 / span;
+    eprintln!("two servers: {achieved:.3}/s over {span:.3} s, configured {rate}/s");
+    // Each server pacing alone would make about twice the rate.
+    assert!(
+        (achieved - rate).abs() <= rate * 0.05,
+        "achieved {achieved:.2}/s over {span:.2} s, configured {rate}/s"
+    );
 }

@@ -133,7 +133,7 @@ impl Smartico {
     }
 }
 
-/// An app with quick polling and retries.
+/// An app with quick polling and retries, on the send queue `FAROL_TEST_QUEUE` says.
 pub(crate) async fn quick_app() -> (TestApp, farol::config::Config) {
     quick_app_with(1).await
 }
@@ -141,6 +141,7 @@ pub(crate) async fn quick_app() -> (TestApp, farol::config::Config) {
 /// [`quick_app`] with `workers` send workers (0: API only).
 pub(crate) async fn quick_app_with(workers: usize) -> (TestApp, farol::config::Config) {
     let (mut config, dir) = test_config().await;
+    crate::campaigns::with_queue(&mut config);
     config.campaign.workers = workers;
     config.campaign.poll_ms = 50;
     config.campaign.retry_base_ms = 50;
