@@ -132,7 +132,8 @@ async fn a_daily_cap_holds_the_rest_queued_with_a_reason_until_the_next_day() {
     .await;
     launch(&app, &token, first).await;
     let held = |r: &Value| r["held"]["account_daily_limit"].as_i64().unwrap_or(0);
-    let r = wait_results(&app, &token, first, |r| held(r) == 2).await;
+    // Held ones are written at once; sends when their outcome is committed.
+    let r = wait_results(&app, &token, first, |r| held(r) == 2 && r["sending"] == 0).await;
     assert_eq!(
         (
             r["sent"].as_i64(),
@@ -170,7 +171,7 @@ async fn a_daily_cap_holds_the_rest_queued_with_a_reason_until_the_next_day() {
     )
     .await;
     launch(&app, &token, second).await;
-    let r = wait_results(&app, &token, second, |r| held(r) == 2).await;
+    let r = wait_results(&app, &token, second, |r| held(r) == 2 && r["sending"] == 0).await;
     assert_eq!(r["sent"], 0, "{r:?}");
     assert_eq!(fake.events.lock().unwrap().len(), 3);
     // The count is in the database: it holds across restarts and processes.
