@@ -143,6 +143,19 @@ pub async fn reserve_day(db: &Db, id: i64, day: &str, cap: u64) -> DbResult<bool
     Ok(counted.is_some())
 }
 
+/// Sends of channel account `id` counted on `day` (a cheap check before waiting for throttle
+/// slots; [`reserve_day`] decides).
+pub async fn day_count(db: &Db, id: i64, day: &str) -> DbResult<u64> {
+    let n: Option<i64> = sqlx::query_scalar(
+        "select sends from channel_account_day_sends where channel_account_id = $1 and day = $2",
+    )
+    .bind(id)
+    .bind(day.to_owned())
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(n.unwrap_or(0).max(0) as u64)
+}
+
 /// Gives back a send counted by [`reserve_day`] that did not happen (the breaker held it).
 pub async fn release_day(db: &Db, id: i64, day: &str) -> DbResult<()> {
     sqlx::query(

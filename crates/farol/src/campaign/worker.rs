@@ -583,15 +583,30 @@ impl Job<'_> {
                 return self.skip(&r, reason).await;
             }
         }
+        // The sender account's limits, whatever campaign sends through it. A reached daily
+        // cap holds the recipient at once, without waiting for throttle slots.
+        let account_rate = built
+            .as_ref()
+            .and_then(|b| Some((b.id, AccountRate::from_settings(&b.settings)?)));
+        if let Some((
+            account,
+            AccountRate {
+                per_day: Some(cap), ..
+            },
+        )) = account_rate
+        {
+            let (day, next) = pacing::day_of(jiff::Timestamp::now(), &self.policy.zone);
+            if pacing::day_count(&s.db, account, &day).await? >= cap {
+                pacing::hold(&s.db, r.id, self.owner, next, pacing::HELD_DAILY_LIMIT).await?;
+                return Ok(());
+            }
+        }
         if let Some(rate) = self.c.throttle_per_sec {
             s.throttle
                 .acquire(ThrottleKey::Campaign(self.c.id), rate)
                 .await;
         }
-        // Then the sender account's own pace, whatever campaign sends through it.
-        let account_rate = built
-            .as_ref()
-            .and_then(|b| Some((b.id, AccountRate::from_settings(&b.settings)?)));
+        // Then the account's own pace.
         if let Some((account, pace)) = account_rate.and_then(|(id, r)| Some((id, r.pace()?))) {
             s.throttle
                 .acquire(ThrottleKey::Account(account), pace)

@@ -516,3 +516,26 @@ async fn segment_channels(
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_auto_order_takes_contact_channels_only_once_each() {
+        let order =
+            |names: &[&str]| parse_order(&names.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            order(&["sms", "email"]).unwrap(),
+            vec![Channel::Sms, Channel::Email]
+        );
+        assert!(
+            order(&["smartico"])
+                .unwrap_err()
+                .contains("auto never picks it")
+        );
+        assert!(order(&["auto"]).is_err());
+        assert!(order(&["sms", "sms"]).is_err());
+        assert!(order(&[]).is_err());
+    }
+}
