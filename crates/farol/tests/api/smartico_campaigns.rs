@@ -417,6 +417,7 @@ async fn a_smartico_campaign_sends_one_event_per_client_and_fails_only_unknown_u
     assert_eq!(eids.len(), 10, "eids are distinct per recipient");
     // Concurrent sends travel together.
     let sizes = fake.batch_sizes.lock().unwrap().clone();
+    eprintln!("events per request: {sizes:?}");
     assert!(
         sizes.len() < 10 && sizes.iter().any(|n| *n > 1),
         "requests: {sizes:?}"
