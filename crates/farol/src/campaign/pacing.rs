@@ -143,6 +143,69 @@ pub async fn reserve_day(db: &Db, id: i64, day: &str, cap: u64) -> DbResult<bool
     Ok(counted.is_some())
 }
 
+/// What the daily cap said about a send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DayCap {
+    /// The account has no daily cap.
+    Unlimited,
+    /// The send is counted on (account, day).
+    Counted(i64, String),
+    /// The cap is reached: the recipient was held until the next day.
+    Held,
+}
+
+/// Before waiting for throttle slots: holds the recipient (true) when its account (`limits`:
+/// the account id and its rate) already reached its daily cap.
+pub async fn hold_if_full(
+    db: &Db,
+    limits: Option<(i64, AccountRate)>,
+    zone: &jiff::tz::TimeZone,
+    recipient: i64,
+    owner: &str,
+) -> DbResult<bool> {
+    let Some((
+        account,
+        AccountRate {
+            per_day: Some(cap), ..
+        },
+    )) = limits
+    else {
+        return Ok(false);
+    };
+    let (day, next) = day_of(jiff::Timestamp::now(), zone);
+    if day_count(db, account, &day).await? < cap {
+        return Ok(false);
+    }
+    hold(db, recipient, owner, next, HELD_DAILY_LIMIT).await?;
+    Ok(true)
+}
+
+/// Right before the send: counts it against its account's daily cap, or holds the recipient
+/// until the next day when the cap is reached.
+pub async fn reserve_or_hold(
+    db: &Db,
+    limits: Option<(i64, AccountRate)>,
+    zone: &jiff::tz::TimeZone,
+    recipient: i64,
+    owner: &str,
+) -> DbResult<DayCap> {
+    let Some((
+        account,
+        AccountRate {
+            per_day: Some(cap), ..
+        },
+    )) = limits
+    else {
+        return Ok(DayCap::Unlimited);
+    };
+    let (day, next) = day_of(jiff::Timestamp::now(), zone);
+    if reserve_day(db, account, &day, cap).await? {
+        return Ok(DayCap::Counted(account, day));
+    }
+    hold(db, recipient, owner, next, HELD_DAILY_LIMIT).await?;
+    Ok(DayCap::Held)
+}
+
 /// Sends of channel account `id` counted on `day` (a cheap check before waiting for throttle
 /// slots; [`reserve_day`] decides).
 pub async fn day_count(db: &Db, id: i64, day: &str) -> DbResult<u64> {

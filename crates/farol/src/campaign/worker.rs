@@ -588,18 +588,8 @@ impl Job<'_> {
         let account_rate = built
             .as_ref()
             .and_then(|b| Some((b.id, AccountRate::from_settings(&b.settings)?)));
-        if let Some((
-            account,
-            AccountRate {
-                per_day: Some(cap), ..
-            },
-        )) = account_rate
-        {
-            let (day, next) = pacing::day_of(jiff::Timestamp::now(), &self.policy.zone);
-            if pacing::day_count(&s.db, account, &day).await? >= cap {
-                pacing::hold(&s.db, r.id, self.owner, next, pacing::HELD_DAILY_LIMIT).await?;
-                return Ok(());
-            }
+        if pacing::hold_if_full(&s.db, account_rate, &self.policy.zone, r.id, self.owner).await? {
+            return Ok(());
         }
         if let Some(rate) = self.c.throttle_per_sec {
             s.throttle
@@ -687,24 +677,18 @@ impl Job<'_> {
                 msg.metadata
                     .insert("client_id".into(), r.client_id.to_string());
                 // The account's daily cap: over it, the recipient is held until the next day.
-                let day = match account_rate {
-                    Some((
-                        account,
-                        AccountRate {
-                            per_day: Some(cap), ..
-                        },
-                    )) => {
-                        let (day, next) = pacing::day_of(jiff::Timestamp::now(), &self.policy.zone);
-                        if !pacing::reserve_day(&s.db, account, &day, cap).await? {
-                            policy::release(&mut *s.db.pool().acquire().await?, r.id).await?;
-                            pacing::hold(&s.db, r.id, self.owner, next, pacing::HELD_DAILY_LIMIT)
-                                .await?;
-                            return Ok(());
-                        }
-                        Some((account, day))
-                    }
-                    _ => None,
-                };
+                let day = pacing::reserve_or_hold(
+                    &s.db,
+                    account_rate,
+                    &self.policy.zone,
+                    r.id,
+                    self.owner,
+                )
+                .await?;
+                if day == pacing::DayCap::Held {
+                    policy::release(&mut *s.db.pool().acquire().await?, r.id).await?;
+                    return Ok(());
+                }
                 let breaker = match &built {
                     Some(b) => &b.breaker,
                     None => &s.breakers[channel_name.as_str()],
@@ -713,7 +697,7 @@ impl Job<'_> {
                     // The channel keeps failing: hold the send, uncounted, until the breaker
                     // lets a probe through.
                     let at = now_ms() + wait.max(Duration::from_millis(100)).as_millis() as i64;
-                    if let Some((account, day)) = &day {
+                    if let pacing::DayCap::Counted(account, day) = &day {
                         pacing::release_day(&s.db, *account, day).await?;
                     }
                     policy::release(&mut *s.db.pool().acquire().await?, r.id).await?;
