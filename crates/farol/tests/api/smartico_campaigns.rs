@@ -37,6 +37,8 @@ pub(crate) struct Smartico {
     pub unknown: Arc<Mutex<HashSet<String>>>,
     /// How many of the next requests get a 503.
     pub fail: Arc<AtomicUsize>,
+    /// How many of the next requests get a 429 with `Retry-After: 1`.
+    pub throttle: Arc<AtomicUsize>,
     /// How long each answer takes, milliseconds.
     pub delay_ms: Arc<AtomicU64>,
 }
@@ -62,6 +64,18 @@ async fn events_api(State(fake): State<Smartico>, headers: HeaderMap, body: Byte
         .is_ok()
     {
         return (StatusCode::SERVICE_UNAVAILABLE, "try later").into_response();
+    }
+    if fake
+        .throttle
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", "1")],
+            "slow down",
+        )
+            .into_response();
     }
     let Ok(Value::Array(events)) = serde_json::from_slice::<Value>(&body) else {
         return (
@@ -542,7 +556,7 @@ async fn a_smartico_event_sent_again_after_a_crash_is_deduplicated_and_counts_as
 }
 
 #[tokio::test]
-async fn a_smartico_5xx_is_retried_with_backoff_until_the_event_is_accepted() {
+async fn a_smartico_5xx_or_429_is_retried_with_backoff_until_the_event_is_accepted() {
     let fake = Smartico::default();
     let base = fake.start().await;
     let (app, _) = quick_app().await;
@@ -550,7 +564,8 @@ async fn a_smartico_5xx_is_retried_with_backoff_until_the_event_is_accepted() {
     smartico_account(&app, &token, &base, json!({})).await;
     let template = action_template(&app, &token).await;
     let (audience, _) = clients_with_ids(&app, &token, &[Some("p-5xx".into())]).await;
-    fake.fail.store(2, Ordering::SeqCst);
+    fake.fail.store(1, Ordering::SeqCst);
+    fake.throttle.store(1, Ordering::SeqCst);
     let id = campaign(
         &app,
         &token,
@@ -569,7 +584,20 @@ async fn a_smartico_5xx_is_retried_with_backoff_until_the_event_is_accepted() {
     assert_eq!(
         fake.auth.lock().unwrap().len(),
         3,
-        "two 503s, then accepted"
+        "a 503, a 429, then accepted"
+    );
+    // The 429's Retry-After (1 s) won over the 50 ms backoff.
+    let (created, sent): (i64, i64) = sqlx::query_as(
+        "select created_at, sent_at from campaign_recipients where campaign_id = $1",
+    )
+    .bind(id)
+    .fetch_one(app.db.pool())
+    .await
+    .unwrap();
+    assert!(
+        sent - created >= 1000,
+        "sent {} ms after launch",
+        sent - created
     );
     assert_eq!(fake.events_of("p-5xx").len(), 1);
 
