@@ -113,6 +113,12 @@ pub fn check(rate: &Value, problems: &mut Problems) {
     }
 }
 
+/// The tenant's time zone by name (UTC when it does not resolve; settings are validated when
+/// saved).
+fn zone(name: &str) -> jiff::tz::TimeZone {
+    jiff::tz::TimeZone::get(name).unwrap_or(jiff::tz::TimeZone::UTC)
+}
+
 /// The tenant's calendar day of `at` (`2026-11-23`) and when the next one starts (epoch ms).
 pub fn day_of(at: jiff::Timestamp, zone: &jiff::tz::TimeZone) -> (String, i64) {
     let local = at.to_zoned(zone.clone());
@@ -159,7 +165,7 @@ pub enum DayCap {
 pub async fn hold_if_full(
     db: &Db,
     limits: Option<(i64, AccountRate)>,
-    zone: &jiff::tz::TimeZone,
+    time_zone: &str,
     recipient: i64,
     owner: &str,
 ) -> DbResult<bool> {
@@ -172,7 +178,7 @@ pub async fn hold_if_full(
     else {
         return Ok(false);
     };
-    let (day, next) = day_of(jiff::Timestamp::now(), zone);
+    let (day, next) = day_of(jiff::Timestamp::now(), &zone(time_zone));
     if day_count(db, account, &day).await? < cap {
         return Ok(false);
     }
@@ -185,7 +191,7 @@ pub async fn hold_if_full(
 pub async fn reserve_or_hold(
     db: &Db,
     limits: Option<(i64, AccountRate)>,
-    zone: &jiff::tz::TimeZone,
+    time_zone: &str,
     recipient: i64,
     owner: &str,
 ) -> DbResult<DayCap> {
@@ -198,7 +204,7 @@ pub async fn reserve_or_hold(
     else {
         return Ok(DayCap::Unlimited);
     };
-    let (day, next) = day_of(jiff::Timestamp::now(), zone);
+    let (day, next) = day_of(jiff::Timestamp::now(), &zone(time_zone));
     if reserve_day(db, account, &day, cap).await? {
         return Ok(DayCap::Counted(account, day));
     }

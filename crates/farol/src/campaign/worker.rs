@@ -588,7 +588,15 @@ impl Job<'_> {
         let account_rate = built
             .as_ref()
             .and_then(|b| Some((b.id, AccountRate::from_settings(&b.settings)?)));
-        if pacing::hold_if_full(&s.db, account_rate, &self.policy.zone, r.id, self.owner).await? {
+        if pacing::hold_if_full(
+            &s.db,
+            account_rate,
+            &self.policy.time_zone,
+            r.id,
+            self.owner,
+        )
+        .await?
+        {
             return Ok(());
         }
         if let Some(rate) = self.c.throttle_per_sec {
@@ -680,7 +688,7 @@ impl Job<'_> {
                 let day = pacing::reserve_or_hold(
                     &s.db,
                     account_rate,
-                    &self.policy.zone,
+                    &self.policy.time_zone,
                     r.id,
                     self.owner,
                 )
