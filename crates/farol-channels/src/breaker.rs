@@ -128,33 +128,41 @@ impl CircuitBreaker {
         }
     }
 
-    /// Reports a successful call: closes the breaker.
-    pub fn record_success(&self) {
+    /// Reports a successful call: closes the breaker. True when this closed a breaker that was
+    /// open (or half-open): the provider recovered, worth telling an operator once.
+    pub fn record_success(&self) -> bool {
         let mut inner = self.lock();
+        let was_open = inner.state != BreakerState::Closed;
         inner.state = BreakerState::Closed;
         inner.consecutive_failures = 0;
         inner.opened_at = None;
         inner.probe_in_flight = false;
+        was_open
     }
 
     /// Reports a failed call (only transient failures should count: a bad address says nothing
-    /// about the provider's health).
-    pub fn record_failure(&self) {
+    /// about the provider's health). True when this failure opened a closed breaker; a failed
+    /// probe re-opening a half-open one is the same outage and returns false.
+    pub fn record_failure(&self) -> bool {
         let mut inner = self.lock();
         inner.probe_in_flight = false;
         match inner.state {
             BreakerState::HalfOpen => {
                 inner.state = BreakerState::Open;
                 inner.opened_at = Some(self.clock.now());
+                false
             }
             BreakerState::Closed => {
                 inner.consecutive_failures += 1;
                 if inner.consecutive_failures >= self.failure_threshold {
                     inner.state = BreakerState::Open;
                     inner.opened_at = Some(self.clock.now());
+                    true
+                } else {
+                    false
                 }
             }
-            BreakerState::Open => {}
+            BreakerState::Open => false,
         }
     }
 }
@@ -211,7 +219,9 @@ mod tests {
     #[test]
     fn half_open_lets_one_probe_then_closes_on_success() {
         let (b, clock) = breaker();
-        (0..3).for_each(|_| b.record_failure());
+        for _ in 0..3 {
+            b.record_failure();
+        }
         clock.advance(Duration::from_secs(10));
         assert_eq!(b.try_acquire(), Err(Duration::from_secs(20)));
         clock.advance(Duration::from_secs(20));
@@ -224,9 +234,27 @@ mod tests {
     }
 
     #[test]
+    fn transitions_are_reported_once_per_outage() {
+        let (b, clock) = breaker();
+        assert!(!b.record_failure());
+        assert!(!b.record_failure());
+        assert!(b.record_failure(), "the third failure opens it");
+        assert!(!b.record_failure(), "already open");
+        clock.advance(Duration::from_secs(31));
+        assert!(b.try_acquire().is_ok());
+        assert!(!b.record_failure(), "a failed probe is the same outage");
+        clock.advance(Duration::from_secs(31));
+        assert!(b.try_acquire().is_ok());
+        assert!(b.record_success(), "the probe's success closes it");
+        assert!(!b.record_success(), "already closed");
+    }
+
+    #[test]
     fn failed_probe_reopens_for_a_full_cool_down() {
         let (b, clock) = breaker();
-        (0..3).for_each(|_| b.record_failure());
+        for _ in 0..3 {
+            b.record_failure();
+        }
         clock.advance(Duration::from_secs(31));
         assert!(b.try_acquire().is_ok());
         b.record_failure();

@@ -38,7 +38,7 @@ where
                 Err(e) if e.is_transient() => breaker.record_failure(),
                 // A permanent error still proves the provider answered.
                 Err(_) => breaker.record_success(),
-            }
+            };
         }
         match result {
             Err(e) if e.is_transient() && backoff.allows(retry) => {

@@ -551,7 +551,7 @@ async fn raw_load(config: Config, args: RawLoadArgs) -> anyhow::Result<()> {
             copy.send(contacts).await?;
             copy.finish().await?;
             tx.commit().await?;
-            sqlx::query("select gin_clean_pending_list('clients_search'::regclass)")
+            sqlx::query("select gin_clean_pending_list('client_search_text'::regclass)")
                 .execute(&mut *conn)
                 .await?;
         }

@@ -42,6 +42,10 @@ pub struct Config {
     pub smartico: SmarticoSettings,
     /// Encryption of stored provider credentials.
     pub secrets: SecretsConfig,
+    /// Channel accounts and provider webhooks.
+    pub channels: ChannelsSettings,
+    /// Operator alerts (circuit breakers opening and closing).
+    pub alerts: AlertsConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -298,6 +302,58 @@ pub struct SecretsConfig {
     pub key: SecretString,
 }
 
+/// Channel accounts and provider webhooks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChannelsSettings {
+    /// Hosts the SES receiver fetches SNS signing certificates from (`SigningCertURL`, over
+    /// https). `sns.*.amazonaws.com` (and `.com.cn`) is Amazon SNS in every region; only add a
+    /// host you control, such as a local SNS emulator. A loopback entry written with `http://`
+    /// (`http://127.0.0.1:9911`) is also fetched without TLS: tests and emulators only.
+    pub sns_cert_hosts: Vec<String>,
+}
+
+impl Default for ChannelsSettings {
+    fn default() -> Self {
+        Self {
+            sns_cert_hosts: vec![
+                "sns.*.amazonaws.com".into(),
+                "sns.*.amazonaws.com.cn".into(),
+            ],
+        }
+    }
+}
+
+/// Operator alerts: a channel's circuit breaker opening (sends wait) and closing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Also POST each alert here (JSON, signed with `webhook_secret` like the outbound webhook
+    /// channel: `X-Farol-Signature`). Empty: alerts are only logged, stored and audited.
+    pub webhook_url: String,
+    /// HMAC key of the signature (env `FAROL_ALERTS__WEBHOOK_SECRET`). Required with a URL.
+    #[serde(serialize_with = "serialize_secret")]
+    pub webhook_secret: SecretString,
+    /// Retries of a failed POST (408, 429, 5xx, timeouts), with exponential backoff.
+    pub webhook_max_retries: u32,
+    /// First retry delay scale, milliseconds.
+    pub webhook_retry_base_ms: u64,
+    /// Request timeout, seconds.
+    pub webhook_timeout_secs: u64,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            webhook_url: String::new(),
+            webhook_secret: SecretString::from(""),
+            webhook_max_retries: 5,
+            webhook_retry_base_ms: 1000,
+            webhook_timeout_secs: 10,
+        }
+    }
+}
+
 impl Default for CampaignConfig {
     fn default() -> Self {
         Self {
@@ -415,6 +471,8 @@ impl Default for Config {
             campaign: CampaignConfig::default(),
             smartico: SmarticoSettings::default(),
             secrets: SecretsConfig::default(),
+            channels: ChannelsSettings::default(),
+            alerts: AlertsConfig::default(),
         }
     }
 }
@@ -706,6 +764,28 @@ impl Config {
                 )));
             }
         }
+        let hook = self.alerts.webhook_url.trim();
+        if !hook.is_empty() {
+            if !(hook.starts_with("https://") || hook.starts_with("http://")) {
+                return Err(ConfigError(
+                    "key `alerts.webhook_url`: must be an http:// or https:// URL".into(),
+                ));
+            }
+            if self.alerts.webhook_secret.expose_secret().is_empty() {
+                return Err(ConfigError(
+                    "key `alerts.webhook_secret`: required when alerts.webhook_url is set (env FAROL_ALERTS__WEBHOOK_SECRET)".into(),
+                ));
+            }
+        }
+        if self.channels.sns_cert_hosts.is_empty() {
+            return Err(ConfigError(
+                "key `channels.sns_cert_hosts`: list at least one host (the default is [\"sns.*.amazonaws.com\", \"sns.*.amazonaws.com.cn\"]); with none, every SES notification is refused".into(),
+            ));
+        }
+        for host in &self.channels.sns_cert_hosts {
+            farol_channels::email::sns::CertHost::parse(host)
+                .map_err(|e| ConfigError(format!("key `channels.sns_cert_hosts`: {e}")))?;
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError(format!("key `log.level`: {e}")));
         }
@@ -900,6 +980,38 @@ mod tests {
             Config::load_from_env(None, &overrides, env(&[("FAROL_LISTEN", "127.0.0.1:9000")]))
                 .unwrap();
         assert_eq!(config.server.listen.to_string(), "127.0.0.1:7000");
+    }
+
+    #[test]
+    fn alert_and_sns_settings_are_checked() {
+        let load = |pairs: &[(&str, &str)]| {
+            Config::load_from_env(None, &CliOverrides::default(), env(pairs)).map(|(c, _)| c)
+        };
+        let err = load(&[("FAROL_ALERTS__WEBHOOK_URL", "https://ops.test/hook")]).unwrap_err();
+        assert!(err.to_string().contains("alerts.webhook_secret"), "{err}");
+        let err = load(&[("FAROL_ALERTS__WEBHOOK_URL", "ops.test/hook")]).unwrap_err();
+        assert!(err.to_string().contains("alerts.webhook_url"), "{err}");
+        let config = load(&[
+            ("FAROL_ALERTS__WEBHOOK_URL", "https://ops.test/hook"),
+            ("FAROL_ALERTS__WEBHOOK_SECRET", "s3cret"),
+        ])
+        .unwrap();
+        assert_eq!(config.alerts.webhook_url, "https://ops.test/hook");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("farol.toml");
+        for (hosts, ok) in [
+            ("[\"sns.*.amazonaws.com\", \"http://127.0.0.1:9911\"]", true),
+            ("[\"http://sns.us-east-1.amazonaws.com\"]", false),
+            ("[\"*.com\"]", false),
+            ("[]", false),
+        ] {
+            std::fs::write(&path, format!("[channels]\nsns_cert_hosts = {hosts}\n")).unwrap();
+            let result = Config::load_from_env(Some(&path), &CliOverrides::default(), env(&[]));
+            assert_eq!(result.is_ok(), ok, "{hosts}: {:?}", result.err());
+            if let Err(e) = result {
+                assert!(e.to_string().contains("channels.sns_cert_hosts"), "{e}");
+            }
+        }
     }
 
     #[test]

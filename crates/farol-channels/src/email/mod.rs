@@ -1,10 +1,12 @@
 //! E-mail adapters (SMTP, SendGrid, Amazon SES) and their bounce/complaint webhooks.
 
+pub mod dsn;
 pub mod sendgrid;
 pub mod ses;
 pub mod sigv4;
 pub mod smtp;
 pub mod sns;
+pub mod verp;
 
 use sha2::{Digest, Sha256};
 

@@ -30,6 +30,7 @@ use tokio::sync::Semaphore;
 use crate::channel::{
     BoxFuture, Channel, ChannelKind, Content, OutboundMessage, Recipient, SendError, SendReceipt,
 };
+use crate::email::verp::ReturnPath;
 use crate::email::{domain_of, message_id_for};
 use crate::secret::Secret;
 
@@ -308,6 +309,8 @@ pub struct SmtpChannel {
     pool: SmtpPool,
     from: Mailbox,
     domain: String,
+    /// VERP envelope senders, so bounces name the message (see [`crate::email::verp`]).
+    return_path: Option<ReturnPath>,
 }
 
 impl std::fmt::Debug for SmtpChannel {
@@ -364,7 +367,32 @@ impl SmtpChannel {
             },
             from,
             domain,
+            return_path: None,
         })
+    }
+
+    /// Sends each message with its own VERP envelope sender (`bounces+<id>-<tag>@domain`)
+    /// instead of the `From` address, so delivery status notifications identify the message.
+    pub fn with_return_path(mut self, return_path: ReturnPath) -> Self {
+        self.return_path = Some(return_path);
+        self
+    }
+
+    /// The SMTP envelope of `message`: its recipients, and the VERP sender when configured.
+    fn envelope(&self, message: &Message, message_id: &str) -> Result<Envelope, SendError> {
+        let envelope = message.envelope();
+        let Some(sender) = self
+            .return_path
+            .as_ref()
+            .and_then(|rp| rp.address_for(message_id))
+        else {
+            return Ok(envelope.clone());
+        };
+        let sender = sender
+            .parse()
+            .map_err(|e| SendError::permanent("invalid_return_path", format!("{sender:?}: {e}")))?;
+        Envelope::new(Some(sender), envelope.to().to_vec())
+            .map_err(|e| SendError::permanent("invalid_message", e.to_string()))
     }
 
     /// Opens a connection (TLS and AUTH as configured) and says NOOP: a health check for the
@@ -445,7 +473,7 @@ impl Channel for SmtpChannel {
                 .get_raw("Message-ID")
                 .map(|id| id.trim().trim_matches(['<', '>']).to_owned())
                 .unwrap_or_default();
-            let envelope = message.envelope().clone();
+            let envelope = self.envelope(&message, &message_id)?;
             let response = self.pool.send(&envelope, &message.formatted()).await?;
             Ok(SendReceipt {
                 provider_message_id: message_id,
@@ -566,6 +594,35 @@ mod tests {
             }),
             key,
         )
+    }
+
+    #[test]
+    fn a_return_path_gives_each_message_its_own_envelope_sender() {
+        let rp = ReturnPath::new(
+            "bounces@mail.farol.test",
+            Secret::new("a-long-enough-dsn-secret"),
+        )
+        .unwrap();
+        let channel = SmtpChannel::new(&config(25, 1))
+            .unwrap()
+            .with_return_path(rp.clone());
+        let msg = message("campaign:1:client:2");
+        let built = channel.build_message(&msg).unwrap();
+        let mid = message_id_for("campaign:1:client:2", "farol.test");
+        let envelope = channel
+            .envelope(&built, mid.trim_matches(['<', '>']))
+            .unwrap();
+        let sender = envelope.from().unwrap().to_string();
+        assert!(sender.starts_with("bounces+"), "{sender}");
+        assert_eq!(
+            rp.message_id_of(&sender).as_deref(),
+            mid.trim_matches(['<', '>']).split('@').next()
+        );
+        assert_eq!(envelope.to()[0].to_string(), "ana@cliente.test");
+        // Without one, the envelope sender is the From address.
+        let plain = SmtpChannel::new(&config(25, 1)).unwrap();
+        let envelope = plain.envelope(&built, &mid).unwrap();
+        assert_eq!(envelope.from().unwrap().to_string(), "noreply@farol.test");
     }
 
     #[tokio::test]

@@ -70,6 +70,102 @@ pub fn is_amazon_cert_url(url: &str) -> bool {
         && parsed.query().is_none()
 }
 
+/// One host SNS signing certificates may be fetched from (configuration
+/// `channels.sns_cert_hosts`).
+///
+/// - `sns.*.amazonaws.com`: a host name pattern where `*` is exactly one DNS label (letters,
+///   digits, `-`); the certificate URL must be `https` on the default port. This is how Amazon
+///   SNS is trusted in every region: TLS then authenticates who serves the certificate.
+/// - `http://127.0.0.1:9911` (or `localhost`, `[::1]`): a loopback server, fetched without TLS.
+///   Nothing off this machine can answer there, so it is only ever a local SNS emulator or a
+///   test's certificate server. `http://` is refused for any other host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertHost {
+    /// An https host pattern.
+    Https(Vec<String>),
+    /// A loopback server over plain HTTP.
+    LoopbackHttp {
+        /// `127.0.0.1`, `localhost` or `[::1]`.
+        host: String,
+        /// The port (`None`: 80).
+        port: Option<u16>,
+    },
+}
+
+impl CertHost {
+    /// Parses one configured entry, with an error saying what is wrong.
+    pub fn parse(entry: &str) -> Result<CertHost, String> {
+        let entry = entry.trim();
+        if let Some(rest) = entry.strip_prefix("http://") {
+            let url =
+                reqwest::Url::parse(entry).map_err(|e| format!("{entry:?} is not a URL: {e}"))?;
+            let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+            if !["127.0.0.1", "localhost", "[::1]"].contains(&host.as_str()) {
+                return Err(format!(
+                    "{entry:?}: http:// is only allowed for a loopback host (127.0.0.1, localhost, [::1]); give other hosts as a name such as sns.*.amazonaws.com (fetched over https)"
+                ));
+            }
+            if !rest.trim_end_matches('/').contains(['/', '?', '#']) {
+                return Ok(CertHost::LoopbackHttp {
+                    host,
+                    port: url.port(),
+                });
+            }
+            return Err(format!(
+                "{entry:?}: give only the scheme, host and port (http://127.0.0.1:9911)"
+            ));
+        }
+        if entry.contains("://") || entry.contains(['/', ':', '@', '?', '#']) {
+            return Err(format!(
+                "{entry:?}: give a host name such as sns.*.amazonaws.com (https is implied), or http://127.0.0.1:<port> for a local emulator"
+            ));
+        }
+        let labels: Vec<String> = entry.split('.').map(str::to_ascii_lowercase).collect();
+        let label_ok = |l: &String| {
+            l == "*"
+                || (!l.is_empty()
+                    && l.len() <= 63
+                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        };
+        if labels.len() < 2 || !labels.iter().all(label_ok) {
+            return Err(format!(
+                "{entry:?} is not a host name pattern (labels of letters, digits and -, * for one label)"
+            ));
+        }
+        if labels.iter().filter(|l| *l != "*").count() < 2 {
+            return Err(format!(
+                "{entry:?} is too broad: name at least two fixed labels (sns.*.amazonaws.com)"
+            ));
+        }
+        Ok(CertHost::Https(labels))
+    }
+
+    /// Whether a certificate may be fetched from `url` (already parsed; `.pem` path, no query
+    /// checked by the caller).
+    fn allows(&self, url: &reqwest::Url) -> bool {
+        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        match self {
+            CertHost::Https(pattern) => {
+                let labels: Vec<&str> = host.split('.').collect();
+                url.scheme() == "https"
+                    && url.port().is_none()
+                    && labels.len() == pattern.len()
+                    && pattern.iter().zip(&labels).all(|(p, l)| {
+                        if p == "*" {
+                            !l.is_empty()
+                                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                        } else {
+                            p == l
+                        }
+                    })
+            }
+            CertHost::LoopbackHttp { host: h, port } => {
+                url.scheme() == "http" && &host == h && url.port() == *port
+            }
+        }
+    }
+}
+
 /// The canonical string SNS signs for a message (fields in AWS's documented order).
 pub fn string_to_sign(message: &Value) -> Result<String, WebhookError> {
     let kind = message["Type"]
@@ -116,12 +212,15 @@ pub fn string_to_sign(message: &Value) -> Result<String, WebhookError> {
     Ok(out)
 }
 
+static AMAZON: std::sync::OnceLock<Vec<CertHost>> = std::sync::OnceLock::new();
+
 /// Checks SNS message signatures, caching signing certificates by URL.
 #[derive(Debug)]
 pub struct SnsVerifier {
     client: reqwest::Client,
     certificates: RwLock<HashMap<String, Vec<u8>>>,
     extra_cert_url_prefix: Option<String>,
+    cert_hosts: Option<Vec<CertHost>>,
 }
 
 impl Default for SnsVerifier {
@@ -137,7 +236,15 @@ impl SnsVerifier {
             client: http::client(timeout),
             certificates: RwLock::new(HashMap::new()),
             extra_cert_url_prefix: None,
+            cert_hosts: None,
         }
+    }
+
+    /// Fetches certificates only from these hosts instead of Amazon SNS's (see [`CertHost`];
+    /// give Amazon's patterns too to keep them).
+    pub fn with_cert_hosts(mut self, hosts: Vec<CertHost>) -> Self {
+        self.cert_hosts = Some(hosts);
+        self
     }
 
     /// Also accepts certificate URLs starting with `prefix` (a local SNS emulator, tests). Never
@@ -147,8 +254,40 @@ impl SnsVerifier {
         self
     }
 
+    /// Whether `url` (any path) is on a trusted SNS host: where a subscription's `SubscribeURL`
+    /// may be confirmed. The same hosts as for certificates (Amazon SNS's unless configured).
+    pub fn trusts_host(&self, url: &str) -> bool {
+        let Ok(parsed) = reqwest::Url::parse(url) else {
+            return false;
+        };
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return false;
+        }
+        match &self.cert_hosts {
+            Some(hosts) => hosts.iter().any(|h| h.allows(&parsed)),
+            None => AMAZON
+                .get_or_init(|| {
+                    vec![
+                        CertHost::parse("sns.*.amazonaws.com").expect("valid pattern"),
+                        CertHost::parse("sns.*.amazonaws.com.cn").expect("valid pattern"),
+                    ]
+                })
+                .iter()
+                .any(|h| h.allows(&parsed)),
+        }
+    }
+
     fn url_allowed(&self, url: &str) -> bool {
-        is_amazon_cert_url(url)
+        let by_host = match &self.cert_hosts {
+            None => is_amazon_cert_url(url),
+            Some(hosts) => reqwest::Url::parse(url).is_ok_and(|parsed| {
+                parsed.path().ends_with(".pem")
+                    && parsed.query().is_none()
+                    && parsed.username().is_empty()
+                    && hosts.iter().any(|h| h.allows(&parsed))
+            }),
+        };
+        by_host
             || self
                 .extra_cert_url_prefix
                 .as_deref()
@@ -242,6 +381,67 @@ mod tests {
             "not a url",
         ] {
             assert!(!is_amazon_cert_url(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn configured_cert_hosts_allow_only_what_they_name() {
+        let verifier = SnsVerifier::default().with_cert_hosts(vec![
+            CertHost::parse("sns.*.amazonaws.com").unwrap(),
+            CertHost::parse("http://127.0.0.1:9911").unwrap(),
+        ]);
+        for ok in [
+            "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem",
+            "https://SNS.sa-east-1.amazonaws.com/x.pem",
+            "http://127.0.0.1:9911/cert.pem",
+        ] {
+            assert!(verifier.url_allowed(ok), "{ok}");
+        }
+        assert!(verifier.trusts_host("http://127.0.0.1:9911/?Action=ConfirmSubscription"));
+        assert!(!verifier.trusts_host("http://127.0.0.1:9912/?Action=ConfirmSubscription"));
+        let amazon = SnsVerifier::default();
+        assert!(amazon.trusts_host(
+            "https://sns.us-west-2.amazonaws.com/?Action=ConfirmSubscription&Token=x"
+        ));
+        assert!(!amazon.trusts_host("https://evil.test/?Action=ConfirmSubscription"));
+        assert!(!amazon.trusts_host("https://u:p@sns.us-west-2.amazonaws.com/"));
+        for bad in [
+            "http://sns.us-east-1.amazonaws.com/x.pem",
+            "https://sns.us-east-1.amazonaws.com.evil.test/x.pem",
+            "https://sns.a.b.amazonaws.com/x.pem",
+            "https://sns..amazonaws.com/x.pem",
+            "https://sns.us-east-1.amazonaws.com:8443/x.pem",
+            "https://sns.us-east-1.amazonaws.com/x.pem?a=1",
+            "https://user@sns.us-east-1.amazonaws.com/x.pem",
+            "https://sns.us-east-1.amazonaws.com/x.txt",
+            "http://127.0.0.1:9912/cert.pem",
+            "https://127.0.0.1:9911/cert.pem",
+            "http://127.0.0.2:9911/cert.pem",
+        ] {
+            assert!(!verifier.url_allowed(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cert_host_entries_are_checked() {
+        assert_eq!(
+            CertHost::parse("http://localhost:8080").unwrap(),
+            CertHost::LoopbackHttp {
+                host: "localhost".into(),
+                port: Some(8080)
+            }
+        );
+        for bad in [
+            "http://sns.us-east-1.amazonaws.com",
+            "http://10.0.0.1:80",
+            "https://sns.us-east-1.amazonaws.com",
+            "*.com",
+            "*",
+            "sns.*.amazonaws.com/path",
+            "sns.us_east.amazonaws.com",
+            "http://127.0.0.1:9911/path",
+        ] {
+            assert!(CertHost::parse(bad).is_err(), "{bad}");
         }
     }
 

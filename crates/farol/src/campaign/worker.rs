@@ -47,6 +47,8 @@ pub struct Sender {
     breakers: HashMap<&'static str, CircuitBreaker>,
     /// Group commit of outcomes (one task per process).
     recorder: Recorder,
+    /// Alerts when a breaker opens or closes.
+    alerter: crate::channels::alerts::Alerter,
 }
 
 /// Whether business hours allow sending now.
@@ -75,6 +77,7 @@ impl Sender {
         let c = &config.campaign;
         Sender {
             recorder: Recorder::spawn(db.clone()),
+            alerter: crate::channels::alerts::Alerter::new(db.clone(), config),
             db,
             channels,
             throttle,
@@ -713,10 +716,26 @@ impl Job<'_> {
                     return Ok(());
                 }
                 let result = channel.send(&msg).await;
-                match &result {
-                    Err(SendError::Transient { .. }) => breaker.record_failure(),
-                    _ => breaker.record_success(),
-                }
+                s.alerter.observe(
+                    breaker,
+                    || crate::channels::alerts::Subject {
+                        account_id: self.c.account_id,
+                        channel_account_id: built.as_ref().map(|b| b.id),
+                        provider: built
+                            .as_ref()
+                            .map_or(
+                                // The configuration's account of the channel.
+                                if channel_name == Channel::Smartico {
+                                    "smartico"
+                                } else {
+                                    "smtp"
+                                },
+                                |b| b.provider.as_str(),
+                            )
+                            .to_owned(),
+                    },
+                    &result,
+                );
                 (self.outcome(&r, result), summary)
             }
         };

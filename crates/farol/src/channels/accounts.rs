@@ -99,8 +99,10 @@ const SMTP_FIELDS: &[Field] = &[
     setting("security", false, Text),
     setting("username", false, Text),
     setting("from", true, Text),
+    setting("bounce_address", false, Text),
     TIMEOUT,
     secret("password", false),
+    secret("dsn_secret", false),
 ];
 
 const SENDGRID_FIELDS: &[Field] = &[
@@ -353,6 +355,7 @@ pub struct AccountOut {
 pub fn webhook_path(provider: Provider, id: i64) -> Option<String> {
     match provider {
         Provider::Wppconnect => Some(format!("/api/v1/webhooks/wppconnect/{id}/<webhook_token>")),
+        Provider::Smtp => Some(format!("/api/v1/webhooks/smtp/{id}/dsn")),
         Provider::Smartico => None,
         p => Some(format!("/api/v1/webhooks/{}/{id}", p.as_str())),
     }
@@ -499,6 +502,7 @@ pub fn validate(
                     "security must be tls, starttls, opportunistic or none",
                 );
             }
+            super::dsn::validate(settings, secrets, problems);
         }
         Provider::Twilio => {
             let from = settings.get("from").is_some_and(|v| !v.is_null());

@@ -273,7 +273,9 @@ pub async fn apply_status(db: &Db, built: &Built, ev: &DeliveryEvent) -> anyhow:
                 .rows_affected()
                 > 0
         }
-        None => false,
+        // A delay changes no fact about the recipient; the timeline still tells it, once per
+        // message (the event key).
+        None => ev.status == DeliveryStatus::Deferred,
     };
     let metadata = serde_json::json!({
         "campaign_id": campaign_id,

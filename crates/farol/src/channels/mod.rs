@@ -1,17 +1,23 @@
 //! Channel accounts and provider webhooks (docs/channels.md):
 //!
+//! - [`alerts`]: operator alerts when a channel's circuit breaker opens or closes;
 //! - [`accounts`]: `/channel-accounts` CRUD, per-provider validation, secrets encrypted at rest;
 //! - [`registry`]: adapters built from stored accounts, cached per process, rebuilt on change;
 //! - [`routing`]: which channel and account each campaign recipient goes through (`auto`);
 //! - [`webhooks`]: `/webhooks/<provider>/<id>` receivers verified by provider signatures;
+//! - [`dsn`]: bounces (RFC 3464) of SMTP accounts, piped in by the MTA, matched by VERP;
 //! - [`events`]: what delivery statuses and inbound messages change; campaign engagement;
-//! - [`sessions`]: WPPConnect sessions of an account.
+//! - [`sessions`]: WPPConnect sessions of an account;
+//! - [`test_send`]: one real test message through an account's adapter.
 
 pub mod accounts;
+pub mod alerts;
+pub mod dsn;
 pub mod events;
 pub mod registry;
 pub mod routing;
 pub mod sessions;
+pub mod test_send;
 pub mod webhooks;
 
 use std::path::Path;
@@ -34,6 +40,8 @@ pub fn router() -> OpenApiRouter<AppState> {
             accounts::update_account,
             accounts::delete_account
         ))
+        .routes(routes!(test_send::test_account))
+        .routes(routes!(alerts::list_alerts))
         .routes(routes!(sessions::list_sessions))
         .routes(routes!(sessions::session_status))
         .routes(routes!(sessions::start_session))
@@ -44,6 +52,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(webhooks::wppconnect_events))
         .routes(routes!(webhooks::sendgrid_events))
         .routes(routes!(webhooks::ses_events))
+        .routes(routes!(dsn::smtp_dsn))
 }
 
 /// The key encrypting channel account secrets: `secrets.key`, else `<data_dir>/secrets.key`,

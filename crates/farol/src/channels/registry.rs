@@ -281,9 +281,11 @@ fn adapter(
                 root_certificates_pem: None,
                 dangerous_accept_invalid_certs: false,
             };
-            Adapter::Ready(Arc::new(
-                SmtpChannel::new(&config).map_err(|e| e.to_string())?,
-            ))
+            let mut channel = SmtpChannel::new(&config).map_err(|e| e.to_string())?;
+            if let Some(rp) = super::dsn::return_path(settings, secrets)? {
+                channel = channel.with_return_path(rp);
+            }
+            Adapter::Ready(Arc::new(channel))
         }
         Provider::Sendgrid => {
             let mut config = SendGridConfig::new(

@@ -157,15 +157,6 @@ fn same(a: &str, b: &str) -> bool {
     sha2::Sha256::digest(a.as_bytes()) == sha2::Sha256::digest(b.as_bytes()) && !b.is_empty()
 }
 
-/// Whether an SNS SubscribeURL points at Amazon SNS (`https://sns.<region>.amazonaws.com/…`).
-fn is_sns_url(url: &str) -> bool {
-    url.strip_prefix("https://sns.")
-        .and_then(|rest| rest.split('/').next())
-        .is_some_and(|host| {
-            host.ends_with(".amazonaws.com") && !host.contains('@') && !host.contains(':')
-        })
-}
-
 /// WPPConnect events (messages, acks, session status). WPPConnect does not sign: the path
 /// carries the account's `webhook_token`.
 #[utoipa::path(post, path = "/webhooks/wppconnect/{id}/{token}", tag = "webhooks",
@@ -241,7 +232,28 @@ pub async fn sendgrid_events(
     Ok(StatusCode::OK)
 }
 
-static SNS: std::sync::OnceLock<SnsVerifier> = std::sync::OnceLock::new();
+/// SNS verifiers (each caches the certificates it fetched) by `channels.sns_cert_hosts`: one per
+/// process in practice; several only when in-process tests run apps configured differently.
+static SNS: std::sync::Mutex<Vec<(Vec<String>, Arc<SnsVerifier>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+fn sns_verifier(state: &AppState) -> Arc<SnsVerifier> {
+    let hosts = &state.config.channels.sns_cert_hosts;
+    let mut cache = SNS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, v)) = cache.iter().find(|(h, _)| h == hosts) {
+        return v.clone();
+    }
+    // Validated when the configuration was loaded; an entry that no longer parses trusts nothing.
+    let parsed = hosts
+        .iter()
+        .filter_map(|h| farol_channels::email::sns::CertHost::parse(h).ok())
+        .collect();
+    let verifier = Arc::new(SnsVerifier::default().with_cert_hosts(parsed));
+    cache.push((hosts.clone(), verifier.clone()));
+    verifier
+}
 
 /// Amazon SES events through SNS (bounces, complaints, deliveries), verified by the SNS
 /// signature (Amazon-hosted certificate) and the account's `sns_topic_arns`. Subscription
@@ -254,10 +266,8 @@ pub async fn ses_events(
     body: Bytes,
 ) -> ApiResult<StatusCode> {
     let built = account(&state, id, Provider::Ses).await?;
-    SNS.get_or_init(SnsVerifier::default)
-        .verify(&body)
-        .await
-        .map_err(rejected)?;
+    let verifier = sns_verifier(&state);
+    verifier.verify(&body).await.map_err(rejected)?;
     let topics: Vec<String> = built
         .settings
         .get("sns_topic_arns")
@@ -270,10 +280,29 @@ pub async fn ses_events(
         .unwrap_or_default();
     match ses::parse_sns(&body, &topics).map_err(rejected)? {
         ses::SnsMessage::SubscriptionConfirmation { subscribe_url, .. } => {
-            if is_sns_url(&subscribe_url)
-                && let Err(e) = reqwest::get(&subscribe_url).await
-            {
-                tracing::warn!(channel_account = id, error = %e, "cannot confirm the SNS subscription");
+            if !verifier.trusts_host(&subscribe_url) {
+                return Err(ApiError::BadRequest(
+                    "the SubscribeURL is not on a trusted SNS host (channels.sns_cert_hosts)"
+                        .into(),
+                ));
+            }
+            // Visiting the URL confirms the subscription. A failure answers 503 so that SNS
+            // sends the confirmation again.
+            let confirmed = farol_channels::http::client(farol_channels::http::DEFAULT_TIMEOUT)
+                .get(&subscribe_url)
+                .send()
+                .await
+                .and_then(reqwest::Response::error_for_status);
+            match confirmed {
+                Ok(_) => {
+                    tracing::info!(channel_account = id, "confirmed the SNS subscription")
+                }
+                Err(e) => {
+                    tracing::warn!(channel_account = id, error = %e, "cannot confirm the SNS subscription");
+                    return Err(ApiError::Unavailable(
+                        "cannot confirm the SNS subscription now; SNS will retry".into(),
+                    ));
+                }
             }
         }
         ses::SnsMessage::Notification { events: list, .. } => {

@@ -1088,9 +1088,13 @@ fn push_token_match(q: &mut SqlBuilder, backend: Backend, tokens: &[String]) {
                 .map(|t| format!("{t}:*"))
                 .collect::<Vec<_>>()
                 .join(" & ");
-            q.push(" and to_tsvector('simple', c.search_text) @@ to_tsquery('simple', ")
-                .bind(expr)
-                .push(")");
+            // The GIN index lives on client_search (migration 0011, crm::search_index).
+            q.push(
+                " and c.id in (select s.client_id from client_search s \
+                 where to_tsvector('simple', s.search_text) @@ to_tsquery('simple', ",
+            )
+            .bind(expr)
+            .push("))");
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod contacts;
 pub mod custom_fields;
 pub mod export;
 pub mod portfolios;
+pub mod search_index;
 pub mod tags;
 pub mod timeline;
 

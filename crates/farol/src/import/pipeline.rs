@@ -22,6 +22,7 @@ use super::store::{self, Counters, FileRow, ImportOptions, ImportRow, Status};
 use super::writer::{self, BatchMeta, Caches};
 use crate::audit::{self, Actor};
 use crate::crm::custom_fields::{self, CustomField};
+use crate::crm::search_index::Indexer;
 use crate::db::{Db, DbError};
 
 /// Why an import stopped before its end.
@@ -207,8 +208,10 @@ pub async fn run(
             }
         })
     };
+    let mut indexer = Indexer::start(db);
     let result = run_files(
         db,
+        &mut indexer,
         &row,
         &files,
         &custom,
@@ -220,10 +223,16 @@ pub async fn run(
     )
     .await;
     renewer.abort();
+    // Every committed batch searchable before the job says how it ended.
+    let indexed = indexer.finish(row.account_id).await;
+    if result.is_ok() {
+        indexed?;
+    } else if let Err(e) = indexed {
+        tracing::warn!(import_id = id, error = %e, "search indexing after a failed import");
+    }
     let mut conn = db.pool().acquire().await.map_err(DbError::from)?;
     match &result {
         Ok(RunEnd::Completed) => {
-            writer::tidy_search_index(&mut conn, db.backend()).await?;
             store::finish(&mut conn, id, owner, Status::Completed, None).await?;
             let mut tx = db.begin().await?;
             let done = store::get_any(&mut tx, id).await?;
@@ -264,6 +273,7 @@ pub async fn run(
 #[allow(clippy::too_many_arguments)]
 async fn run_files(
     db: &Db,
+    indexer: &mut Indexer,
     row: &ImportRow,
     files: &[FileRow],
     custom: &BTreeMap<String, CustomField>,
@@ -281,6 +291,21 @@ async fn run_files(
     let mut counters = Counters::of(row);
     let mut caches = Caches::default();
     caches.field_ids = custom.iter().map(|(k, f)| (k.clone(), f.id)).collect();
+    {
+        // Sized for about one key per 20 bytes of input (a phone or e-mail plus a name is
+        // rarely shorter); a file with more keys only gets more "maybe" answers.
+        let bytes: u64 = files
+            .iter()
+            .map(|f| match f.size {
+                Some(size) => size.max(0) as u64,
+                None => std::fs::metadata(&f.path).map_or(0, |m| m.len()),
+            })
+            .sum();
+        let mut conn = db.pool().acquire().await.map_err(DbError::from)?;
+        caches
+            .load_known_keys(&mut conn, row.account_id, bytes / 20)
+            .await?;
+    }
     let started = Instant::now();
     let rows_at_start = counters.rows_read;
     let lease_ms = opts.lease.as_millis() as i64;
@@ -336,6 +361,7 @@ async fn run_files(
             }
             match write_one(
                 db,
+                indexer,
                 &meta,
                 &mut caches,
                 &mut counters,
@@ -457,6 +483,7 @@ fn read_file(
 #[allow(clippy::too_many_arguments)]
 async fn write_one(
     db: &Db,
+    indexer: &mut Indexer,
     meta: &BatchMeta<'_>,
     caches: &mut Caches,
     counters: &mut Counters,
@@ -501,11 +528,13 @@ async fn write_one(
         if store::cancel_requested(&mut tx, meta.import_id).await? {
             return Ok(Some(RunEnd::Cancelled));
         }
-        let outcome = match writer::write_batch(&mut tx, db.backend(), meta, caches, &valid).await {
-            Ok(o) => o,
-            Err(e) if writer::should_retry(&e, attempt, caches) => continue,
-            Err(e) => return Err(e.into()),
-        };
+        let mut outcome =
+            match writer::write_batch(&mut tx, db.backend(), meta, caches, &valid).await {
+                Ok(o) => o,
+                Err(e) if writer::should_retry(&e, attempt, caches) => continue,
+                Err(e) => return Err(e.into()),
+            };
+        let written = std::mem::take(&mut outcome.written);
         let mut next = base.clone();
         let mut batch_problems = problems.clone();
         batch_problems.extend(next.absorb(outcome));
@@ -542,6 +571,7 @@ async fn write_one(
         }
         *samples += batch_problems.len() as i64;
         *counters = next;
+        indexer.add(written).await?;
         return Ok(None);
     }
 }

@@ -373,18 +373,26 @@ pub async fn request_cancel(db: &Db, account_id: i64, id: i64) -> DbResult<Statu
 /// died). Returns its id.
 pub async fn claim(db: &Db, owner: &str, lease_ms: i64) -> DbResult<Option<i64>> {
     let now = now_ms();
+    const RUNNABLE: &str = "select id from imports where status = 'queued' \
+         or (status = 'running' and lease_until < $1) order by id limit 1";
+    // Read first: idle workers poll this every second, and on SQLite a transaction that may
+    // write takes the database's only write lock.
+    let any: Option<i64> = sqlx::query_scalar(RUNNABLE)
+        .bind(now)
+        .fetch_optional(db.pool())
+        .await?;
+    if any.is_none() {
+        return Ok(None);
+    }
     let mut tx = db.begin().await?;
     let lock = match db.backend() {
         crate::db::Backend::Postgres => " for update skip locked",
         crate::db::Backend::Sqlite => "",
     };
-    let id: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "select id from imports where status = 'queued' or (status = 'running' and lease_until < $1) \
-         order by id limit 1{lock}"
-    )))
-    .bind(now)
-    .fetch_optional(&mut *tx)
-    .await?;
+    let id: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("{RUNNABLE}{lock}")))
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
     if let Some(id) = id {
         take_lease(&mut tx, id, owner, now + lease_ms).await?;
     }

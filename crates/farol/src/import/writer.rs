@@ -9,12 +9,14 @@
 
 use std::collections::{HashMap, HashSet};
 
+use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 use utoipa::ToSchema;
 
 use super::rows::{Candidate, Problem, Severity};
 use crate::crm::clients::{ClientStatus, build_search_text, refresh_search_text};
+use crate::crm::search_index;
 use crate::crm::{portfolios, tags};
 use crate::db::bulk::{SqlValue, insert_rows, json_ints, json_texts};
 use crate::db::{Backend, DbError, DbResult, now_ms};
@@ -55,13 +57,20 @@ impl Dedupe {
     }
 }
 
-/// Per-import state that outlives a batch: ids of names already resolved.
+/// Per-import state that outlives a batch: ids of names already resolved, and the keys the
+/// account may already hold.
 #[derive(Debug, Default)]
 pub struct Caches {
     portfolios: HashMap<String, i64>,
     tags: HashMap<String, i64>,
     /// Custom field ids by key.
     pub field_ids: HashMap<String, i64>,
+    /// Keys stored in the account when the import started or written by it since; `None`
+    /// looks every key up.
+    known: Option<KnownKeys>,
+    /// Set after a conflict: the next attempt looks every key up (a concurrent writer stored
+    /// a key that `known` cannot have).
+    verify_all: bool,
 }
 
 impl Caches {
@@ -69,6 +78,105 @@ impl Caches {
     pub fn forget_uncommitted(&mut self) {
         self.portfolios.clear();
         self.tags.clear();
+    }
+
+    /// Loads every dedupe key (phone, e-mail, CPF/CNPJ, external id) the account holds, so
+    /// batches look up only the keys that may exist instead of every key of every row.
+    /// `expected_keys` sizes the filter for the keys the import will add.
+    pub async fn load_known_keys(
+        &mut self,
+        conn: &mut AnyConnection,
+        account_id: i64,
+        expected_keys: u64,
+    ) -> DbResult<()> {
+        let stored: i64 = sqlx::query_scalar(
+            "select (select count(*) from contacts where account_id = $1) \
+             + (select count(*) from clients where account_id = $1) * 2",
+        )
+        .bind(account_id)
+        .fetch_one(&mut *conn)
+        .await?;
+        let mut known = KnownKeys::with_capacity(stored as u64 + expected_keys);
+        {
+            let mut rows = sqlx::query_as::<_, (String, String)>(
+                "select kind, value from contacts where account_id = $1",
+            )
+            .bind(account_id)
+            .fetch(&mut *conn);
+            while let Some((kind, value)) = rows.try_next().await? {
+                let kind = if kind == "phone" {
+                    KeyKind::Phone
+                } else {
+                    KeyKind::Email
+                };
+                known.insert(kind, &value);
+            }
+        }
+        let mut rows = sqlx::query_as::<_, (Option<String>, Option<String>)>(
+            "select cpf_cnpj, external_id from clients where account_id = $1 \
+             and (cpf_cnpj is not null or external_id is not null)",
+        )
+        .bind(account_id)
+        .fetch(&mut *conn);
+        while let Some((doc, ext)) = rows.try_next().await? {
+            if let Some(d) = doc {
+                known.insert(KeyKind::Document, &d);
+            }
+            if let Some(e) = ext {
+                known.insert(KeyKind::External, &e);
+            }
+        }
+        self.known = Some(known);
+        Ok(())
+    }
+}
+
+/// A Bloom filter over dedupe keys: "no" is certain, "maybe" is checked in the database.
+///
+/// Correctness never depends on it: a key stored by a concurrent writer after the filter was
+/// loaded makes the batch's insert fail on a unique index, and the retry looks every key up
+/// ([`should_retry`]). Memory is fixed when it is made (16 bits per expected key, ~0.02% false
+/// "maybe"s at that load, at most 32 MB), so a file of any size keeps the import's memory bounded; beyond the expected keys
+/// it only answers "maybe" more often.
+#[derive(Debug)]
+struct KnownKeys {
+    bits: Vec<u64>,
+    mask: u64,
+}
+
+impl KnownKeys {
+    const HASHES: u64 = 7;
+
+    fn with_capacity(keys: u64) -> KnownKeys {
+        let bits = keys
+            .clamp(1 << 16, 1 << 24)
+            .saturating_mul(16)
+            .next_power_of_two();
+        KnownKeys {
+            bits: vec![0; (bits / 64) as usize],
+            mask: bits - 1,
+        }
+    }
+
+    fn probes(&self, kind: KeyKind, value: &str) -> impl Iterator<Item = u64> + use<> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (kind as u8, value).hash(&mut h);
+        let h = h.finish();
+        let (h1, h2) = (h, h.rotate_left(32) | 1);
+        let mask = self.mask;
+        (0..Self::HASHES).map(move |i| h1.wrapping_add(i.wrapping_mul(h2)) & mask)
+    }
+
+    fn insert(&mut self, kind: KeyKind, value: &str) {
+        for bit in self.probes(kind, value) {
+            self.bits[(bit / 64) as usize] |= 1 << (bit % 64);
+        }
+    }
+
+    fn may_contain(&self, kind: KeyKind, value: &str) -> bool {
+        self.probes(kind, value)
+            .all(|bit| self.bits[(bit / 64) as usize] & (1 << (bit % 64)) != 0)
     }
 }
 
@@ -108,6 +216,11 @@ pub struct BatchOutcome {
     pub counts: BatchCounts,
     /// `(row, problem)` for each warning (contacts owned by another client, duplicates).
     pub problems: Vec<(u64, Problem)>,
+    /// Clients inserted or changed: what the batch's [`Indexer`] must index once the batch
+    /// commits (the batch defers search indexing, see [`begin_batch`]).
+    ///
+    /// [`Indexer`]: crate::crm::search_index::Indexer
+    pub written: Vec<i64>,
 }
 
 /// A client as the batch sees it: loaded from the database or about to be inserted.
@@ -185,6 +298,9 @@ fn put<T: Clone>(mode: Apply, current: &mut Option<T>, new: &Option<T>) -> bool 
 }
 
 /// Begins a batch's write transaction, holding the account's import lock until it ends.
+///
+/// Search indexing is deferred in it (PostgreSQL): after the commit, hand
+/// [`BatchOutcome::written`] to a [`crate::crm::search_index::Indexer`].
 pub async fn begin_batch(db: &crate::db::Db, account_id: i64) -> DbResult<crate::db::Tx> {
     let mut tx = db.begin().await?;
     lock_account(&mut tx, db.backend(), account_id).await?;
@@ -198,6 +314,7 @@ pub fn should_retry(err: &DbError, attempt: u32, caches: &mut Caches) -> bool {
     let retry = matches!(err, DbError::Conflict { .. }) && attempt < 4;
     if retry {
         caches.forget_uncommitted();
+        caches.verify_all = true;
     }
     retry
 }
@@ -213,27 +330,13 @@ async fn lock_account(conn: &mut AnyConnection, backend: Backend, account_id: i6
             .await?;
     }
     if backend == Backend::Postgres {
-        // Two-key form: (namespace "farol import", account). The larger GIN pending list
-        // lets the search index take a batch as cheap appends (measured: clients insert
-        // 4.2 s → 2.5 s per 100k); the import merges it once at the end.
-        sqlx::query(
-            "select set_config('gin_pending_list_limit', '65536', true), pg_advisory_xact_lock(1179796044, $1::int)",
-        )
+        // Two-key form: (namespace "farol import", account).
+        sqlx::query("select pg_advisory_xact_lock(1179796044, $1::int)")
             .bind(account_id)
-            .execute(conn)
+            .execute(&mut *conn)
             .await?;
     }
-    Ok(())
-}
-
-/// Merges the search index's pending entries after a bulk import (PostgreSQL).
-pub async fn tidy_search_index(conn: &mut AnyConnection, backend: Backend) -> DbResult<()> {
-    if backend == Backend::Postgres {
-        sqlx::query("select gin_clean_pending_list('clients_search'::regclass)")
-            .execute(conn)
-            .await?;
-    }
-    Ok(())
+    search_index::defer(conn, backend).await
 }
 
 /// Writes `rows` (valid candidates of one file, in row order). The caller owns the
@@ -249,7 +352,16 @@ pub async fn write_batch(
     if rows.is_empty() {
         return Ok(out);
     }
-    let owners = lookup_owners(conn, backend, meta.account_id, rows).await?;
+    let verify_all = std::mem::take(&mut caches.verify_all);
+    let known = caches.known.as_ref().filter(|_| !verify_all);
+    let owners = lookup_owners(conn, backend, meta.account_id, known, rows).await?;
+    if let Some(known) = &mut caches.known {
+        for row in rows {
+            for (kind, value) in row_keys(row) {
+                known.insert(kind, &value);
+            }
+        }
+    }
     let stored_ids: Vec<i64> = {
         let mut ids: Vec<i64> = owners.values().copied().collect();
         ids.sort_unstable();
@@ -487,7 +599,8 @@ pub async fn write_batch(
             .execute(&mut *conn)
             .await?;
     }
-    insert_pending(conn, backend, meta, caches, &pending).await?;
+    out.written = insert_pending(conn, backend, meta, caches, &pending).await?;
+    out.written.extend(touched.iter().copied());
     update_stored(
         conn,
         backend,
@@ -564,18 +677,43 @@ async fn lookup_owners(
     conn: &mut AnyConnection,
     backend: Backend,
     account_id: i64,
+    known: Option<&KnownKeys>,
     rows: &[Candidate],
 ) -> DbResult<HashMap<(KeyKind, String), i64>> {
     let mut phones: Vec<&str> = Vec::new();
     let mut emails: Vec<&str> = Vec::new();
     let mut docs: Vec<&str> = Vec::new();
     let mut exts: Vec<&str> = Vec::new();
+    let maybe = |kind: KeyKind, v: &&str| known.is_none_or(|k| k.may_contain(kind, v));
     for r in rows {
-        phones.extend(r.phones.iter().map(String::as_str));
-        emails.extend(r.emails.iter().map(String::as_str));
-        docs.extend(r.cpf_cnpj.as_deref());
-        exts.extend(r.external_id.as_deref());
+        phones.extend(
+            r.phones
+                .iter()
+                .map(String::as_str)
+                .filter(|v| maybe(KeyKind::Phone, v)),
+        );
+        emails.extend(
+            r.emails
+                .iter()
+                .map(String::as_str)
+                .filter(|v| maybe(KeyKind::Email, v)),
+        );
+        docs.extend(
+            r.cpf_cnpj
+                .as_deref()
+                .filter(|v| maybe(KeyKind::Document, v)),
+        );
+        exts.extend(
+            r.external_id
+                .as_deref()
+                .filter(|v| maybe(KeyKind::External, v)),
+        );
     }
+    tracing::debug!(
+        queried = phones.len() + emails.len() + docs.len() + exts.len(),
+        keys = rows.iter().map(|r| row_keys(r).len()).sum::<usize>(),
+        "dedupe lookup"
+    );
     let mut owners = HashMap::new();
     for (kind, label, values) in [
         (KeyKind::Phone, "phone", &phones),
@@ -775,9 +913,9 @@ async fn insert_pending(
     meta: &BatchMeta<'_>,
     caches: &mut Caches,
     pending: &[State],
-) -> DbResult<()> {
+) -> DbResult<Vec<i64>> {
     if pending.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let ids = reserve_ids(conn, backend, pending.len()).await?;
     let now = now_ms();
@@ -857,7 +995,7 @@ async fn insert_pending(
         value_rows,
     )
     .await?;
-    Ok(())
+    Ok(ids)
 }
 
 fn contact_row(
@@ -1015,4 +1153,37 @@ async fn update_stored(
         refresh_search_text(conn, id).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_keys_never_forget_a_key_and_rarely_claim_an_unknown_one() {
+        let mut known = KnownKeys::with_capacity(100_000);
+        for i in 0..100_000 {
+            known.insert(KeyKind::Phone, &format!("+55119{i:08}"));
+        }
+        for i in 0..100_000 {
+            assert!(known.may_contain(KeyKind::Phone, &format!("+55119{i:08}")));
+        }
+        // The same value under another kind is another key.
+        let false_positives = (0..100_000)
+            .filter(|i| known.may_contain(KeyKind::Email, &format!("+55119{i:08}")))
+            .count()
+            + (100_000..200_000)
+                .filter(|i| known.may_contain(KeyKind::Phone, &format!("+55119{i:08}")))
+                .count();
+        assert!(
+            false_positives < 200,
+            "{false_positives} false positives in 200,000 (expected ~0.015%)"
+        );
+    }
+
+    #[test]
+    fn known_keys_memory_is_capped() {
+        let known = KnownKeys::with_capacity(u64::MAX / 16);
+        assert_eq!(known.bits.len() * 8, 32 << 20);
+    }
 }

@@ -395,6 +395,7 @@ async fn players_to_clients(
     };
     let mut caches = Caches::default();
     let mut counts = crate::import::store::Counters::default();
+    let mut indexer = crate::crm::search_index::Indexer::start(db);
     for (chunk_no, chunk) in users.chunks(5000).enumerate() {
         let mut valid = Vec::with_capacity(chunk.len());
         for (i, u) in chunk.iter().enumerate() {
@@ -408,7 +409,7 @@ async fn players_to_clients(
             }
         }
         let mut attempt = 0;
-        let outcome = loop {
+        let mut outcome = loop {
             attempt += 1;
             let mut tx = writer::begin_batch(db, account_id).await?;
             match writer::write_batch(&mut tx, db.backend(), &meta, &mut caches, &valid).await {
@@ -420,8 +421,10 @@ async fn players_to_clients(
                 Err(e) => return Err(e.into()),
             }
         };
+        indexer.add(std::mem::take(&mut outcome.written)).await?;
         counts.absorb(outcome);
     }
+    indexer.finish(account_id).await?;
     // The same bookkeeping as any import: counters, then completed.
     let mut tx = db.begin().await?;
     crate::import::store::save_progress(
@@ -431,7 +434,6 @@ async fn players_to_clients(
     tx.commit().await?;
     let mut conn = db.pool().acquire().await?;
     crate::import::store::finish(&mut conn, import_id, OWNER, Status::Completed, None).await?;
-    writer::tidy_search_index(&mut conn, db.backend()).await?;
     Ok(import_id)
 }
 

@@ -161,6 +161,18 @@ pub async fn claim_run(
         Backend::Postgres => " for update skip locked",
         Backend::Sqlite => "",
     };
+    // Read first: idle workers poll this every second, and on SQLite a transaction that may
+    // write takes the database's only write lock.
+    let any: Option<i64> = sqlx::query_scalar(
+        "select id from segment_runs where status = 'running' \
+         and (lease_owner is null or lease_until < $1) limit 1",
+    )
+    .bind(now)
+    .fetch_optional(db.pool())
+    .await?;
+    if any.is_none() {
+        return Ok(None);
+    }
     loop {
         let mut tx = db.begin().await?;
         let row: Option<RunRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(

@@ -49,13 +49,20 @@ impl Drop for Sink {
 impl Sink {
     /// `rejects`: `address=CODE[:TIMES]` rules (see smtp_sink.py).
     pub(crate) fn start(rejects: &[&str]) -> Sink {
+        let args: Vec<&str> = rejects.iter().flat_map(|r| ["--reject", r]).collect();
+        Sink::start_args(&args)
+    }
+
+    /// A sink that requires AUTH with `user:password`.
+    pub(crate) fn start_with_auth(credentials: &str) -> Sink {
+        Sink::start_args(&["--auth", credentials])
+    }
+
+    fn start_args(args: &[&str]) -> Sink {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/smtp_sink.py");
         let dir = tempfile::tempdir().unwrap();
         let mut cmd = Command::new(venv_python());
-        cmd.arg(&script).arg("--dir").arg(dir.path());
-        for r in rejects {
-            cmd.args(["--reject", r]);
-        }
+        cmd.arg(&script).arg("--dir").arg(dir.path()).args(args);
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -1529,6 +1536,17 @@ async fn a_channel_that_keeps_failing_trips_its_breaker_and_sends_wait() {
     )
     .await;
     assert_eq!(attempts, 3, "the breaker let more sends through");
+    // The operator is told: one open alert for the configuration's SMTP (no channel account).
+    let alerts = app.get("/api/v1/alerts?unresolved=true", &token).await.body;
+    let alerts = alerts["items"].as_array().unwrap();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["kind"], "breaker_open");
+    assert_eq!(alerts[0]["provider"], "smtp");
+    assert!(alerts[0]["channel_account_id"].is_null());
+    assert!(
+        alerts[0]["reason"].as_str().unwrap().contains("421"),
+        "{alerts:?}"
+    );
     let r = results(&app, &token, id).await;
     assert_eq!(
         (r["queued"].as_i64(), r["failed"].as_i64()),

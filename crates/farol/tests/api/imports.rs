@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, farol_bin, spawn_app, spawn_with, test_config};
+use crate::helpers::{TestApp, backend, farol_bin, spawn_app, spawn_with, test_config};
 
 const MESSY: &str = "Nome;CPF/CNPJ;Celular;E-mail;Situação;Carteira;Tags\n\
 Maria  da Silva;529.982.247-25;(11) 8765-4321;Maria@Example.com;Ativo;Varejo;vip,pme\n\
@@ -518,6 +518,76 @@ C3;Carla;31987654321;Pré\n";
         ana["source"],
         json!({"file": "carteira.csv", "import_id": third})
     );
+}
+
+async fn search(app: &TestApp, token: &str, q: &str) -> Vec<String> {
+    let r = app.get(&format!("/api/v1/clients?q={q}"), token).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let mut names: Vec<String> = r.body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|c| c["name"].as_str().expect("name").to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn imported_clients_are_searchable_when_the_import_ends_even_after_a_lost_index_entry() {
+    let app = spawn_app().await;
+    let token = app.admin().await;
+    let v1 = "Nome;Celular;E-mail\n\
+Maria Aparecida;11987650001;maria@empresa.com.br\n\
+Bruno Lima;21987650002;bruno@x.com\n";
+    let first = import(&app, &token, "a.csv", v1.as_bytes(), json!({})).await;
+    assert_eq!(wait(&app, &token, first).await["status"], "completed");
+    assert_eq!(search(&app, &token, "aparec").await, ["Maria Aparecida"]);
+    assert_eq!(search(&app, &token, "987650002").await, ["Bruno Lima"]);
+    assert_eq!(search(&app, &token, "empresa").await, ["Maria Aparecida"]);
+
+    if backend() == "postgres" {
+        // What a kill -9 between a batch's commit and its indexing leaves: clients without
+        // search entries. The next import of the account repairs them when it ends.
+        sqlx::query("delete from client_search")
+            .execute(app.db.pool())
+            .await
+            .unwrap();
+        assert!(search(&app, &token, "aparec").await.is_empty());
+    }
+    // keep-last renames Bruno: the search text follows the update.
+    let v2 = "Nome;Celular\nBruno Souza;21987650002\nCarla Dias;31987650003\n";
+    let second = import(
+        &app,
+        &token,
+        "b.csv",
+        v2.as_bytes(),
+        json!({"dedupe": "keep-last"}),
+    )
+    .await;
+    let done = wait(&app, &token, second).await;
+    assert_eq!(
+        (
+            done["counts"]["imported"].as_i64(),
+            done["counts"]["updated"].as_i64()
+        ),
+        (Some(1), Some(1)),
+        "{done}"
+    );
+    assert_eq!(search(&app, &token, "aparec").await, ["Maria Aparecida"]);
+    assert_eq!(search(&app, &token, "souza").await, ["Bruno Souza"]);
+    assert!(search(&app, &token, "lima").await.is_empty());
+    assert_eq!(search(&app, &token, "carla").await, ["Carla Dias"]);
+    if backend() == "postgres" {
+        let (clients, entries): (i64, i64) = sqlx::query_as(
+            "select (select count(*) from clients), (select count(*) from client_search s \
+             join clients c on c.id = s.client_id and c.search_text = s.search_text)",
+        )
+        .fetch_one(app.db.pool())
+        .await
+        .unwrap();
+        assert_eq!(entries, clients, "every client has a current search entry");
+    }
 }
 
 fn many_rows(from: usize, to: usize) -> String {

@@ -4,6 +4,7 @@
 mod audit;
 mod auth;
 mod campaigns;
+mod channel_ops;
 mod channels;
 mod cli;
 mod clients;

@@ -707,3 +707,64 @@ async fn the_cli_runs_a_smartico_campaign_through_the_configured_label() {
     assert_eq!(e["event_type"], "update_profile");
     assert_eq!(e["payload"], json!({"nome": "Cliente \"0\""}));
 }
+
+#[tokio::test]
+async fn a_smartico_test_send_posts_a_client_action_and_classifies_smarticos_answer() {
+    let fake = Smartico::default();
+    let base = fake.start().await;
+    let (app, _) = quick_app().await;
+    let token = app.admin().await;
+    let account = smartico_account(&app, &token, &base, json!({})).await;
+    let test = |body: Value| {
+        let app = &app;
+        let token = &token;
+        async move {
+            app.post(
+                &format!("/api/v1/channel-accounts/{account}/test"),
+                token,
+                body,
+            )
+            .await
+        }
+    };
+    let res = test(json!({})).await;
+    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(res.fields(), vec!["to"]);
+
+    let res = test(json!({"to": "player-t", "message": "oi"})).await;
+    assert_eq!(res.status, StatusCode::OK, "{:?}", res.body);
+    assert_eq!(res.body["ok"], true, "{:?}", res.body);
+    assert_eq!(res.body["to"], "player-t");
+    let e = &fake.events_of("player-t")[0];
+    assert_eq!(e["event_type"], "client_action");
+    assert_eq!(
+        e["payload"],
+        json!({"action": "farol_channel_test", "message": "oi"})
+    );
+    assert_eq!(res.body["provider_message_id"], e["eid"]);
+
+    fake.unknown.lock().unwrap().insert("ghost".into());
+    let res = test(json!({"to": "ghost"})).await;
+    assert_eq!(res.body["ok"], false, "{:?}", res.body);
+    assert_eq!(res.body["error"]["kind"], "invalid_recipient");
+    assert_eq!(res.body["error"]["code"], "10001");
+
+    let res = app
+        .post(
+            "/api/v1/channel-accounts",
+            &token,
+            json!({"name": "wrong", "provider": "smartico", "settings": {"base_url": base},
+                   "secrets": {"label_token": "not-the-token"}}),
+        )
+        .await;
+    let wrong = res.body["id"].as_i64().unwrap();
+    let res = app
+        .post(
+            &format!("/api/v1/channel-accounts/{wrong}/test"),
+            &token,
+            json!({"to": "player-t"}),
+        )
+        .await;
+    assert_eq!(res.body["error"]["kind"], "auth_failure", "{:?}", res.body);
+    assert!(!res.body.to_string().contains("not-the-token"));
+}
