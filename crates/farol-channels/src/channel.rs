@@ -25,6 +25,8 @@ pub enum ChannelKind {
     Sms,
     /// A signed JSON POST to a customer endpoint.
     Webhook,
+    /// An event for Smartico's journeys (external events API).
+    Smartico,
 }
 
 impl fmt::Display for ChannelKind {
@@ -34,6 +36,7 @@ impl fmt::Display for ChannelKind {
             Self::WhatsApp => "whatsapp",
             Self::Sms => "sms",
             Self::Webhook => "webhook",
+            Self::Smartico => "smartico",
         })
     }
 }
@@ -59,6 +62,11 @@ pub enum Recipient {
     Url {
         /// The endpoint URL.
         url: String,
+    },
+    /// A user of an external system by its id there (Smartico's `user_ext_id`).
+    External {
+        /// The user's id in that system.
+        user_ext_id: String,
     },
 }
 
@@ -185,6 +193,13 @@ pub enum Content {
         /// The payload.
         data: serde_json::Value,
     },
+    /// A Smartico event (`client_action` or `update_profile`) with its payload.
+    SmarticoEvent {
+        /// The event type.
+        event_type: crate::smartico::EventType,
+        /// The payload (for a `client_action`, it carries the `action` name).
+        payload: serde_json::Map<String, serde_json::Value>,
+    },
 }
 
 impl Content {
@@ -195,6 +210,7 @@ impl Content {
             Self::WhatsApp(_) => ChannelKind::WhatsApp,
             Self::Sms { .. } => ChannelKind::Sms,
             Self::Json { .. } => ChannelKind::Webhook,
+            Self::SmarticoEvent { .. } => ChannelKind::Smartico,
         }
     }
 }

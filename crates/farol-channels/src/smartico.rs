@@ -24,7 +24,9 @@ use tokio::sync::{Mutex, Semaphore};
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
-use crate::channel::SendError;
+use crate::channel::{
+    BoxFuture, ChannelKind, Content, OutboundMessage, Recipient, SendError, SendReceipt,
+};
 use crate::http;
 use crate::secret::Secret;
 
@@ -584,6 +586,32 @@ impl SmarticoClient {
         }
     }
 
+    /// One request with `events` (the configured brand added), no retry: what the campaign
+    /// channel sends.
+    async fn post_once(&self, events: &[&SmarticoEvent]) -> Result<ApiResponse, SendError> {
+        let body = if let Some(brand) = &self.config.ext_brand_id {
+            let branded: Vec<SmarticoEvent> = events
+                .iter()
+                .map(|e| {
+                    let mut e = (*e).clone();
+                    e.ext_brand_id.get_or_insert_with(|| brand.clone());
+                    e
+                })
+                .collect();
+            serde_json::to_vec(&branded)
+        } else {
+            serde_json::to_vec(events)
+        }
+        .map_err(|e| SendError::permanent("encode", e.to_string()))?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .expect("semaphore is never closed");
+        self.limiter.acquire().await;
+        self.post(body).await
+    }
+
     async fn post(&self, body: Vec<u8>) -> Result<ApiResponse, SendError> {
         let response = self
             .client
@@ -677,6 +705,192 @@ fn reconcile(events: &[SmarticoEvent], response: &ApiResponse) -> BatchOutcome {
         accepted,
         duplicates,
         failed,
+    }
+}
+
+/// Smartico as a campaign channel: each message ([`Content::SmarticoEvent`] to
+/// [`Recipient::External`]) becomes one event, so Smartico's own journeys act on it.
+///
+/// Sends are **coalesced**: one task per adapter keeps at most one request in flight and puts
+/// every send that arrived meanwhile (up to the count and size limits) into the next request,
+/// answering each send from its own entry in `event_errors`. Concurrent sends (a worker's
+/// claimed batch) therefore travel together, while a lone send is not delayed. The eid derives
+/// from the message's idempotency key, so a message sent again (a retry, a crash before its
+/// outcome was recorded) is deduplicated by Smartico (20056, counted as sent).
+///
+/// Outcomes per event: accepted or 20056 → sent; 10001 (unknown user) and other event codes →
+/// permanent; a request that fails as a whole (transport, 429, 5xx) → transient for each of its
+/// events, with `Retry-After`; a bad token (10000) → permanent. No retry happens here: the
+/// caller's queue retries with its own backoff.
+pub struct SmarticoChannel {
+    queue: tokio::sync::mpsc::Sender<Pending>,
+}
+
+impl std::fmt::Debug for SmarticoChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmarticoChannel").finish_non_exhaustive()
+    }
+}
+
+/// A send waiting for its request.
+struct Pending {
+    event: SmarticoEvent,
+    size: usize,
+    reply: tokio::sync::oneshot::Sender<Result<SendReceipt, SendError>>,
+}
+
+/// The eid of a campaign message: stable for its idempotency key.
+pub fn message_eid(idempotency_key: &str) -> String {
+    stable_eid(&["farol-message", idempotency_key])
+}
+
+impl SmarticoChannel {
+    /// A channel sending through `config` (its retry policy is not used: see the type's docs).
+    /// Spawns the coalescing task on the current Tokio runtime; it ends when the channel is
+    /// dropped.
+    pub fn new(config: SmarticoConfig) -> Self {
+        let max_events = config
+            .max_events_per_request
+            .clamp(1, MAX_EVENTS_PER_REQUEST);
+        let max_bytes = config.max_bytes_per_request.clamp(1, MAX_BYTES_PER_REQUEST);
+        let client = SmarticoClient::new(config);
+        let (tx, rx) = tokio::sync::mpsc::channel(4 * MAX_EVENTS_PER_REQUEST);
+        tokio::spawn(coalesce(client, rx, max_events, max_bytes));
+        Self { queue: tx }
+    }
+}
+
+/// Takes sends from `rx` and posts them in groups, one request at a time.
+async fn coalesce(
+    client: SmarticoClient,
+    mut rx: tokio::sync::mpsc::Receiver<Pending>,
+    max_events: usize,
+    max_bytes: usize,
+) {
+    let mut carry: Option<Pending> = None;
+    loop {
+        let first = match carry.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        let mut size = 2 + first.size;
+        let mut group = vec![first];
+        while group.len() < max_events {
+            match rx.try_recv() {
+                Ok(p) if size + 1 + p.size > max_bytes => {
+                    carry = Some(p);
+                    break;
+                }
+                Ok(p) => {
+                    size += 1 + p.size;
+                    group.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let events: Vec<&SmarticoEvent> = group.iter().map(|p| &p.event).collect();
+        let answer = client.post_once(&events).await;
+        for p in group {
+            let result = match &answer {
+                Err(e) => Err(e.clone()),
+                Ok(response) => event_result(&p.event, response),
+            };
+            // The sender may have given up waiting; nothing to tell then.
+            let _ = p.reply.send(result);
+        }
+    }
+}
+
+/// One event's outcome in a request's answer.
+fn event_result(event: &SmarticoEvent, response: &ApiResponse) -> Result<SendReceipt, SendError> {
+    let receipt = |status: &str| SendReceipt {
+        provider_message_id: event.eid.clone(),
+        provider: "smartico".into(),
+        status: Some(status.into()),
+    };
+    match response.event_errors.get(&event.eid).map(Vec::as_slice) {
+        None | Some([]) => Ok(receipt("accepted")),
+        Some(errors) if errors.iter().all(|e| e.error_code == ERR_DUPLICATE) => {
+            Ok(receipt("duplicate"))
+        }
+        Some(errors) => {
+            let e = errors
+                .iter()
+                .find(|e| e.error_code != ERR_DUPLICATE)
+                .unwrap_or(&errors[0]);
+            let message = e.error_message.clone().unwrap_or_default();
+            Err(if e.error_code == ERR_USER_NOT_FOUND {
+                SendError::permanent(
+                    e.error_code.to_string(),
+                    format!(
+                        "user_not_found: Smartico has no user `{}` ({message})",
+                        event.user_ext_id
+                    ),
+                )
+            } else {
+                SendError::permanent(e.error_code.to_string(), message)
+            })
+        }
+    }
+}
+
+impl crate::channel::Channel for SmarticoChannel {
+    fn kind(&self) -> ChannelKind {
+        ChannelKind::Smartico
+    }
+
+    fn provider(&self) -> &'static str {
+        "smartico"
+    }
+
+    fn send<'a>(
+        &'a self,
+        msg: &'a OutboundMessage,
+    ) -> BoxFuture<'a, Result<SendReceipt, SendError>> {
+        Box::pin(async move {
+            let Content::SmarticoEvent {
+                event_type,
+                payload,
+            } = &msg.content
+            else {
+                return Err(SendError::unsupported_content(ChannelKind::Smartico));
+            };
+            let Recipient::External { user_ext_id } = &msg.to else {
+                return Err(SendError::permanent(
+                    "unsupported_recipient",
+                    "a Smartico event goes to a user_ext_id",
+                ));
+            };
+            let event = SmarticoEvent {
+                eid: message_eid(&msg.idempotency_key),
+                event_date: jiff::Timestamp::now().as_millisecond(),
+                ext_brand_id: None,
+                user_ext_id: user_ext_id.clone(),
+                event_type: *event_type,
+                payload: payload.clone(),
+            };
+            let size = serde_json::to_vec(&event).map_or(usize::MAX, |v| v.len());
+            if size.saturating_add(2) > MAX_BYTES_PER_REQUEST {
+                return Err(SendError::permanent(
+                    "oversized",
+                    format!("event larger than {MAX_BYTES_PER_REQUEST} bytes"),
+                ));
+            }
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            self.queue
+                .send(Pending {
+                    event,
+                    size,
+                    reply: tx,
+                })
+                .await
+                .map_err(|_| SendError::transient("the Smartico sender stopped"))?;
+            rx.await
+                .unwrap_or_else(|_| Err(SendError::transient("the Smartico sender stopped")))
+        })
     }
 }
 
@@ -881,6 +1095,57 @@ mod tests {
                 code: "10001".into(),
                 message: "user not found".into()
             }]
+        );
+    }
+
+    #[test]
+    fn campaign_events_map_to_per_recipient_outcomes() {
+        let events = [
+            event("a", "u1", 1),
+            event("b", "u2", 1),
+            event("c", "u3", 1),
+            event("d", "u4", 1),
+        ];
+        let response: ApiResponse = serde_json::from_value(json!({"err_code": 0, "event_errors": {
+            "b": [{"error_code": 20056, "error_message": "duplicate"}],
+            "c": [{"error_code": 10001, "error_message": "User not found"}],
+            "d": [{"error_code": 12345, "error_message": "odd"}]
+        }}))
+        .unwrap();
+        let a = event_result(&events[0], &response).unwrap();
+        assert_eq!(
+            (a.provider_message_id.as_str(), a.status.as_deref()),
+            ("a", Some("accepted"))
+        );
+        let b = event_result(&events[1], &response).unwrap();
+        assert_eq!(b.status.as_deref(), Some("duplicate"));
+        match event_result(&events[2], &response).unwrap_err() {
+            SendError::Permanent {
+                code,
+                reason,
+                contact_invalid,
+            } => {
+                assert_eq!(code, "10001");
+                assert!(
+                    reason.contains("user_not_found") && reason.contains("u3"),
+                    "{reason}"
+                );
+                assert!(!contact_invalid);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            event_result(&events[3], &response).unwrap_err().code(),
+            "12345"
+        );
+        // The eid of a message is stable for its idempotency key and differs between keys.
+        assert_eq!(
+            message_eid("campaign:1:client:2"),
+            message_eid("campaign:1:client:2")
+        );
+        assert_ne!(
+            message_eid("campaign:1:client:2"),
+            message_eid("campaign:1:client:3")
         );
     }
 

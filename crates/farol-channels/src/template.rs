@@ -108,6 +108,24 @@ impl KnownVariables {
         }
     }
 
+    /// A value for every known variable (`"<nome>"`, `cf: {"plano": "<cf.plano>"}`): what
+    /// validation renders a template with.
+    pub fn sample(&self) -> serde_json::Value {
+        let mut out = serde_json::Map::new();
+        for name in &self.names {
+            out.insert(name.clone(), serde_json::Value::String(format!("<{name}>")));
+        }
+        out.insert(
+            CUSTOM_FIELDS_VARIABLE.to_owned(),
+            self.custom_fields
+                .iter()
+                .map(|k| (k.clone(), serde_json::Value::String(format!("<cf.{k}>"))))
+                .collect::<serde_json::Map<_, _>>()
+                .into(),
+        );
+        out.into()
+    }
+
     /// Adds another top-level variable (e.g. a campaign-specific one).
     pub fn with(mut self, name: impl Into<String>) -> Self {
         self.names.insert(name.into());
@@ -286,6 +304,10 @@ impl TemplateEngine {
         env.set_auto_escape_callback(|name| {
             if name.ends_with(".html") {
                 AutoEscape::Html
+            } else if name.ends_with(".json") {
+                // Every printed value becomes a JSON literal (a quoted, escaped string, a
+                // number, null...), so a value can never break the document's structure.
+                AutoEscape::Json
             } else {
                 AutoEscape::None
             }
@@ -331,6 +353,10 @@ impl TemplateEngine {
         source: &str,
         ctx: &RenderContext,
     ) -> Result<String, TemplateError> {
+        self.render_value(part, source, Value::from_serialize(ctx))
+    }
+
+    fn render_value(&self, part: &str, source: &str, ctx: Value) -> Result<String, TemplateError> {
         let compiled = self
             .env
             .template_from_named_str(part, source)
@@ -338,17 +364,15 @@ impl TemplateEngine {
                 part: part.to_owned(),
                 message: describe(&e),
             })?;
-        compiled
-            .render(Value::from_serialize(ctx))
-            .map_err(|e| match e.kind() {
-                ErrorKind::OutOfFuel => TemplateError::FuelExhausted {
-                    part: part.to_owned(),
-                },
-                _ => TemplateError::Render {
-                    part: part.to_owned(),
-                    message: describe(&e),
-                },
-            })
+        compiled.render(ctx).map_err(|e| match e.kind() {
+            ErrorKind::OutOfFuel => TemplateError::FuelExhausted {
+                part: part.to_owned(),
+            },
+            _ => TemplateError::Render {
+                part: part.to_owned(),
+                message: describe(&e),
+            },
+        })
     }
 
     /// Renders an e-mail; the text part is derived from the HTML when the template has none.
@@ -424,6 +448,65 @@ impl TemplateEngine {
         ctx: &RenderContext,
     ) -> Result<String, TemplateError> {
         self.render_part("body", &template.body, ctx)
+    }
+
+    /// Renders a JSON template into the object it must produce.
+    pub fn render_json(
+        &self,
+        template: &JsonTemplate,
+        ctx: &RenderContext,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, TemplateError> {
+        let text = self.render_part(JsonTemplate::PART, &template.source, ctx)?;
+        parse_object(&text)
+    }
+
+    /// [`validate`](Self::validate), then renders the template with a sample value for every
+    /// known variable (`"<nome>"`, `"<cf.plano>"`) and checks that the result is a JSON
+    /// object; returns that sample object (what a preview without a client would show).
+    pub fn validate_json(
+        &self,
+        template: &JsonTemplate,
+        known: &KnownVariables,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, TemplateError> {
+        self.validate(template, known)?;
+        let text = self.render_value(
+            JsonTemplate::PART,
+            &template.source,
+            Value::from_serialize(known.sample()),
+        )?;
+        parse_object(&text)
+    }
+}
+
+/// A template whose output is a JSON object (a Smartico event payload). Printed values are
+/// JSON-escaped: write `{"nome": {{ nome }}}`, not `{"nome": "{{ nome }}"}`; a value
+/// without a default renders `null` with `{{ cidade | default(none) }}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JsonTemplate {
+    /// The template source.
+    pub source: String,
+}
+
+impl JsonTemplate {
+    /// The part name (its `.json` suffix turns JSON escaping on).
+    const PART: &'static str = "payload.json";
+}
+
+impl ChannelTemplate for JsonTemplate {
+    fn parts(&self) -> Vec<(String, &str)> {
+        vec![(Self::PART.to_owned(), self.source.as_str())]
+    }
+}
+
+fn parse_object(text: &str) -> Result<serde_json::Map<String, serde_json::Value>, TemplateError> {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(_) => Err(TemplateError::Invalid(
+            "the rendered payload must be a JSON object ({...})".into(),
+        )),
+        Err(e) => Err(TemplateError::Invalid(format!(
+            "the rendered payload is not valid JSON: {e} (values are inserted as JSON literals: write {{\"nome\": {{{{ nome }}}}}}, without quotes around the variable)"
+        ))),
     }
 }
 
@@ -779,6 +862,63 @@ mod tests {
         assert_eq!(
             html_to_text(html),
             "Olá Maria\n\nSeu plano:\nOuro & mais\n\n- Um\n- Dois\n\nDescadastrar (https://farol.test/u/1)"
+        );
+    }
+
+    #[test]
+    fn json_templates_insert_values_as_json_literals_and_must_render_an_object() {
+        let engine = TemplateEngine::default();
+        let known = KnownVariables::standard(["bonus"]);
+        let ctx = RenderContext {
+            client: ClientVars {
+                nome: Some("Ana \"A\" \\ Silva".into()),
+                cf: BTreeMap::from([("bonus".to_owned(), serde_json::json!(25.5))]),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let t = JsonTemplate {
+            source: r#"{"nome": {{ nome }}, "bonus": {{ cf.bonus }}, "cidade": {{ cidade | default(none) }}, "x": {{ nome | primeiro_nome }}}"#.into(),
+        };
+        assert!(engine.validate_json(&t, &known).is_ok());
+        let out = engine.render_json(&t, &ctx).unwrap();
+        assert_eq!(
+            serde_json::Value::Object(out),
+            serde_json::json!({"nome": "Ana \"A\" \\ Silva", "bonus": 25.5, "cidade": null, "x": "Ana"})
+        );
+        // Quoting a variable breaks the document; a list is not an object; unknown names are named.
+        let quoted = JsonTemplate {
+            source: r#"{"nome": "{{ nome }}"}"#.into(),
+        };
+        assert!(matches!(
+            engine.validate_json(&quoted, &known),
+            Err(TemplateError::Invalid(m)) if m.contains("not valid JSON")
+        ));
+        let list = JsonTemplate {
+            source: "[{{ nome }}]".into(),
+        };
+        assert!(matches!(
+            engine.validate_json(&list, &known),
+            Err(TemplateError::Invalid(m)) if m.contains("JSON object")
+        ));
+        let unknown = JsonTemplate {
+            source: r#"{"a": {{ apelido }}}"#.into(),
+        };
+        assert_eq!(
+            engine.validate_json(&unknown, &known),
+            Err(TemplateError::UnknownVariables(vec!["apelido".into()]))
+        );
+        // Other parts keep their escaping: text is not quoted.
+        assert_eq!(
+            engine
+                .render_sms(
+                    &SmsTemplate {
+                        body: "Oi {{ nome }}".into()
+                    },
+                    &ctx
+                )
+                .unwrap(),
+            "Oi Ana \"A\" \\ Silva"
         );
     }
 }

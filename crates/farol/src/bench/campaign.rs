@@ -244,6 +244,7 @@ pub async fn run(mut config: Config, args: CampaignBenchArgs) -> anyhow::Result<
             text: None,
             body: None,
             provider_template: None,
+            event: None,
         },
     )
     .await

@@ -231,6 +231,13 @@ async fn check(db: &Db, account_id: i64, c: &mut NewCampaign) -> ApiResult<()> {
                 "auto campaigns use the default account of each channel",
             );
         }
+        if map.contains_key(&Channel::Smartico) {
+            problems.add(
+                "templates.smartico",
+                "not_allowed",
+                "auto picks a channel to the client's own contact; Smartico events are a campaign of their own (channel smartico)",
+            );
+        }
         map.into_iter()
             .map(|(ch, id)| {
                 (
@@ -545,6 +552,9 @@ pub struct Results {
     pub counts: Counts,
     /// Skipped recipients by reason (`opted_out`, `contact_invalid`, `no_address`, `cancelled`).
     pub skipped_reasons: BTreeMap<String, i64>,
+    /// Queued recipients waiting for a limit, by reason (`account_daily_limit`: their channel
+    /// account's `rate.per_day` was reached; they are sent when the next day starts).
+    pub held: BTreeMap<String, i64>,
     /// Counts per channel.
     pub by_channel: BTreeMap<String, Counts>,
     /// Messages accepted by the provider per minute.
@@ -574,6 +584,11 @@ pub async fn results(db: &Db, account_id: i64, id: i64) -> ApiResult<Results> {
         status: c.status(),
         counts: Counts::default(),
         skipped_reasons: BTreeMap::new(),
+        held: super::pacing::held(&mut conn, id)
+            .await?
+            .into_iter()
+            .map(|(reason, n)| (reason.trim_start_matches("held:").to_owned(), n))
+            .collect(),
         by_channel: BTreeMap::new(),
         over_time: store::sent_per_minute(&mut conn, id)
             .await?

@@ -1,6 +1,7 @@
 //! The channel adapters this process sends through: the default e-mail account from
-//! configuration (`[smtp]`, `FAROL_SMTP_URL`/`FAROL_SMTP_FROM`), and the channel accounts
-//! stored per tenant (`crate::channels`), built on demand by the registry.
+//! configuration (`[smtp]`, `FAROL_SMTP_URL`/`FAROL_SMTP_FROM`), the default Smartico label
+//! (`[smartico]` `base_url` + `label_token`), and the channel accounts stored per tenant
+//! (`crate::channels`), built on demand by the registry.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use crate::config::Config;
 #[derive(Clone, Default)]
 pub struct Channels {
     email: Option<Arc<dyn farol_channels::Channel>>,
+    smartico: Option<Arc<dyn farol_channels::Channel>>,
     registry: Option<Arc<crate::channels::registry::Registry>>,
     auto_order: Vec<ChannelName>,
 }
@@ -24,13 +26,15 @@ impl std::fmt::Debug for Channels {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Channels")
             .field("email", &self.email.is_some())
+            .field("smartico", &self.smartico.is_some())
             .field("registry", &self.registry.is_some())
             .finish()
     }
 }
 
 impl Channels {
-    /// Builds the configured adapters; a malformed setting is an error naming its key.
+    /// Builds the configured adapters; a malformed setting is an error naming its key. Call it
+    /// inside a Tokio runtime (the Smartico adapter spawns its sending task).
     pub fn from_config(config: &Config) -> anyhow::Result<Channels> {
         let url = config.smtp.url.expose_secret();
         let email: Option<Arc<dyn farol_channels::Channel>> = if url.is_empty() {
@@ -49,6 +53,7 @@ impl Channels {
         };
         Ok(Channels {
             email,
+            smartico: smartico_from_config(&config.smartico),
             registry: None,
             auto_order: crate::channels::routing::parse_order(&config.campaign.auto_order)
                 .map_err(|e| {
@@ -61,6 +66,7 @@ impl Channels {
     pub fn with_email(email: Arc<dyn farol_channels::Channel>) -> Channels {
         Channels {
             email: Some(email),
+            smartico: None,
             registry: None,
             auto_order: vec![ChannelName::Whatsapp, ChannelName::Sms, ChannelName::Email],
         }
@@ -86,9 +92,28 @@ impl Channels {
     pub fn get(&self, channel: ChannelName) -> Option<Arc<dyn farol_channels::Channel>> {
         match channel {
             ChannelName::Email => self.email.clone(),
+            ChannelName::Smartico => self.smartico.clone(),
             _ => None,
         }
     }
+}
+
+/// The `[smartico]` label as a campaign channel, when its `base_url` and `label_token` are
+/// set (`enabled` is about the segmentation sync; campaigns do not need it).
+fn smartico_from_config(
+    s: &crate::config::SmarticoSettings,
+) -> Option<Arc<dyn farol_channels::Channel>> {
+    let token = s.label_token.expose_secret();
+    if s.base_url.trim().is_empty() || token.trim().is_empty() {
+        return None;
+    }
+    let mut config = farol_channels::smartico::SmarticoConfig::new(s.base_url.trim(), token);
+    config.ext_brand_id = Some(s.brand.clone()).filter(|b| !b.is_empty());
+    config.timeout = Duration::from_secs(s.timeout_secs.max(1));
+    config.max_events_per_request = s.batch_size;
+    Some(Arc::new(farol_channels::smartico::SmarticoChannel::new(
+        config,
+    )))
 }
 
 fn percent_decode(s: &str) -> Result<String, String> {

@@ -33,10 +33,15 @@ pub struct CreateArgs {
     /// Campaign name.
     #[arg(long)]
     pub name: String,
-    /// Channel: email, whatsapp, sms, webhook, or auto (each client on its preferred channel,
-    /// with fallback; give `--template CHANNEL=ID` per channel).
-    #[arg(long, value_parser = ["email", "whatsapp", "sms", "webhook", "auto"])]
+    /// Channel: email, whatsapp, sms, webhook, smartico (an event per client, by its external
+    /// id; give `--event`), or auto (each client on its preferred channel, with fallback; give
+    /// `--template CHANNEL=ID` per channel).
+    #[arg(long, value_parser = ["email", "whatsapp", "sms", "webhook", "smartico", "auto"])]
     pub channel: String,
+    /// Smartico: the event, `client_action:ACTION` or `update_profile`; the template file is
+    /// then its payload (a JSON object template, `{"bonus": {{ cf.bonus }}}`).
+    #[arg(long, value_name = "TYPE[:ACTION]")]
+    pub event: Option<String>,
     /// Template file (minijinja, `{{ nome }}`): HTML when it ends in .html/.htm, else text.
     /// Not for `auto`.
     #[arg(long, value_name = "FILE", required_unless_present = "template")]
@@ -216,6 +221,16 @@ async fn create(config: Config, args: CreateArgs) -> anyhow::Result<()> {
     if channel == Channel::Email && args.subject.is_none() {
         anyhow::bail!("an e-mail campaign needs --subject");
     }
+    let event = match (&args.event, channel) {
+        (None, Channel::Smartico) => anyhow::bail!(
+            "a smartico campaign needs --event client_action:ACTION or --event update_profile"
+        ),
+        (None, _) => None,
+        (Some(_), c) if c != Channel::Smartico => {
+            anyhow::bail!("--event is for --channel smartico")
+        }
+        (Some(raw), _) => Some(parse_event(raw).map_err(anyhow::Error::msg)?),
+    };
     let input = match channel {
         Channel::Auto => None,
         Channel::Email => Some(TemplateInput {
@@ -226,16 +241,20 @@ async fn create(config: Config, args: CreateArgs) -> anyhow::Result<()> {
             text: (!html).then(|| source.clone()),
             body: None,
             provider_template: None,
+            event: None,
         }),
-        Channel::Whatsapp | Channel::Sms | Channel::Webhook => Some(TemplateInput {
-            name: format!("{} ({})", args.name, jiff::Timestamp::now()),
-            channel,
-            subject: None,
-            html: None,
-            text: None,
-            body: Some(source),
-            provider_template: None,
-        }),
+        Channel::Whatsapp | Channel::Sms | Channel::Webhook | Channel::Smartico => {
+            Some(TemplateInput {
+                name: format!("{} ({})", args.name, jiff::Timestamp::now()),
+                channel,
+                subject: None,
+                html: None,
+                text: None,
+                body: Some(source),
+                provider_template: None,
+                event,
+            })
+        }
     };
     let template_id = match input {
         Some(input) => Some(
@@ -386,6 +405,9 @@ fn print_results(r: &Results, json: bool) {
         c.queued,
         c.sending
     );
+    for (reason, n) in &r.held {
+        println!("  held ({reason}): {n}");
+    }
     let e = &c.engagement;
     if e != &Default::default() {
         println!(
@@ -443,6 +465,25 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
     state.db.close().await;
     tracing::info!("workers stopped");
     Ok(())
+}
+
+/// Parses `--event`: `client_action:ACTION` or `update_profile`.
+fn parse_event(raw: &str) -> Result<super::templates::SmarticoEventSpec, String> {
+    use farol_channels::smartico::EventType;
+    let (kind, action) = match raw.split_once(':') {
+        Some((k, a)) => (k, Some(a.to_owned())),
+        None => (raw, None),
+    };
+    let event_type = match kind {
+        "client_action" => EventType::ClientAction,
+        "update_profile" => EventType::UpdateProfile,
+        other => {
+            return Err(format!(
+                "--event takes client_action:ACTION or update_profile, not `{other}`"
+            ));
+        }
+    };
+    Ok(super::templates::SmarticoEventSpec { event_type, action })
 }
 
 #[cfg(test)]

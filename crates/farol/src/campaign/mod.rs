@@ -6,7 +6,7 @@
 //! - [`campaigns`]: lifecycle (draft → scheduled/running → paused → completed/cancelled), the
 //!   launch snapshot into `campaign_recipients`, results; [`store`]: their SQL;
 //! - [`worker`]: send workers (a database queue with leases), [`throttle`]: per-campaign
-//!   pacing, [`hours`]: business hours, [`channels`]: the adapters built from configuration, [`render`]: clients →
+//!   and per-account pacing, [`pacing`]: sender accounts' limits (rate, daily cap), [`hours`]: business hours, [`channels`]: the adapters built from configuration, [`render`]: clients →
 //!   template variables; [`unsubscribe`]: the one-click opt-out link; [`cli`]: `farol campaign`.
 
 pub mod audiences;
@@ -16,6 +16,7 @@ pub mod channels;
 pub mod checker;
 pub mod cli;
 pub mod hours;
+pub mod pacing;
 pub mod policy;
 pub mod recorder;
 pub mod recurring;

@@ -140,6 +140,9 @@ pub struct Effective {
     pub window_ms: i64,
     /// When the campaign may send (`None`: any time).
     pub hours: Option<BusinessHours>,
+    /// The account's time zone name (its days bound channel accounts' `rate.per_day`; read
+    /// only by sends through an account with a daily cap).
+    pub time_zone: String,
 }
 
 /// Campaign cap, account cap, account hours, account time zone.
@@ -169,6 +172,7 @@ pub async fn effective(db: &Db, campaign_id: i64, config: &CampaignConfig) -> Db
             .or_else(|_| BusinessHours::parse(&config.business_hours, &config.time_zone))
             .ok()
             .flatten(),
+        time_zone: tz,
     })
 }
 

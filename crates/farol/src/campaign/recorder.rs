@@ -138,6 +138,7 @@ async fn apply(tx: &mut Tx, r: &Record) -> anyhow::Result<bool> {
         Channel::Whatsapp => "WhatsApp message",
         Channel::Sms => "SMS",
         Channel::Webhook | Channel::Auto => "Webhook",
+        Channel::Smartico => "Smartico event",
     };
     let now = now_ms();
     let metadata = |extra: serde_json::Value| {
@@ -166,8 +167,8 @@ async fn apply(tx: &mut Tx, r: &Record) -> anyhow::Result<bool> {
             .execute(&mut **tx)
             .await?;
             // Every message to the client counts towards the frequency caps (a webhook push
-            // is not a message to the client).
-            if r.channel != Channel::Webhook {
+            // or a Smartico event is not a message to the client).
+            if !matches!(r.channel, Channel::Webhook | Channel::Smartico) {
                 policy::count_sent(tx, r.account_id, r.client_id, r.recipient_id, now).await?;
             }
             Some((

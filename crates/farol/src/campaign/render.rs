@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 
 use farol_channels::template::{
-    ClientVars, EmailTemplate, KnownVariables, RenderContext, SmsTemplate, TemplateEngine,
-    TemplateError, WhatsAppTemplate,
+    ClientVars, EmailTemplate, JsonTemplate, KnownVariables, RenderContext, SmsTemplate,
+    TemplateEngine, TemplateError, WhatsAppTemplate,
 };
 use farol_channels::{Content, EmailContent, WhatsAppBody, WhatsAppContent};
 use serde::Serialize;
@@ -96,6 +96,14 @@ pub struct Rendered {
     /// WhatsApp or SMS body.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
+    /// Smartico: the event type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub event_type: Option<farol_channels::smartico::EventType>,
+    /// Smartico: the event payload (with `action` for a client action).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub payload: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// The e-mail template of a stored template.
@@ -167,6 +175,24 @@ pub fn render(
                 "client": ctx.client,
             }),
         }),
+        Channel::Smartico => {
+            let spec = t.smartico_event().ok_or_else(|| {
+                TemplateError::Invalid("this Smartico template has no event".into())
+            })?;
+            let mut payload = engine.render_json(
+                &JsonTemplate {
+                    source: t.body.clone().unwrap_or_default(),
+                },
+                ctx,
+            )?;
+            if let Some(action) = spec.action {
+                payload.insert("action".into(), serde_json::Value::String(action));
+            }
+            Ok(Content::SmarticoEvent {
+                event_type: spec.event_type,
+                payload,
+            })
+        }
         Channel::Sms => Ok(Content::Sms {
             body: engine.render_sms(
                 &SmsTemplate {
@@ -191,6 +217,8 @@ impl From<&Content> for Rendered {
                 html: html.clone(),
                 text: Some(text.clone()),
                 body: None,
+                event_type: None,
+                payload: None,
             },
             Content::WhatsApp(w) => Rendered {
                 subject: None,
@@ -200,18 +228,35 @@ impl From<&Content> for Rendered {
                     WhatsAppBody::Text { body } => body.clone(),
                     other => format!("{other:?}"),
                 }),
+                event_type: None,
+                payload: None,
             },
             Content::Sms { body } => Rendered {
                 subject: None,
                 html: None,
                 text: None,
                 body: Some(body.clone()),
+                event_type: None,
+                payload: None,
             },
             Content::Json { data, .. } => Rendered {
                 subject: None,
                 html: None,
                 text: None,
                 body: Some(data["body"].as_str().unwrap_or_default().to_owned()),
+                event_type: None,
+                payload: None,
+            },
+            Content::SmarticoEvent {
+                event_type,
+                payload,
+            } => Rendered {
+                subject: None,
+                html: None,
+                text: None,
+                body: None,
+                event_type: Some(*event_type),
+                payload: Some(payload.clone()),
             },
         }
     }

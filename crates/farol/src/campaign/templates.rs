@@ -5,7 +5,8 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use farol_channels::template::{
-    EmailTemplate, KnownVariables, RenderContext, SmsTemplate, TemplateEngine, TemplateError,
+    EmailTemplate, JsonTemplate, KnownVariables, RenderContext, SmsTemplate, TemplateEngine,
+    TemplateError,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
@@ -44,6 +45,9 @@ pub enum Channel {
     Sms,
     /// A signed JSON POST to a channel account's endpoint.
     Webhook,
+    /// An event pushed to Smartico (its journeys act on it), addressed by the client's
+    /// external id.
+    Smartico,
     /// Campaigns only: each client on its preferred channel, with fallback.
     Auto,
 }
@@ -56,6 +60,7 @@ impl Channel {
             Channel::Whatsapp => "whatsapp",
             Channel::Sms => "sms",
             Channel::Webhook => "webhook",
+            Channel::Smartico => "smartico",
             Channel::Auto => "auto",
         }
     }
@@ -67,6 +72,7 @@ impl Channel {
             "whatsapp" => Some(Channel::Whatsapp),
             "sms" => Some(Channel::Sms),
             "webhook" => Some(Channel::Webhook),
+            "smartico" => Some(Channel::Smartico),
             "auto" => Some(Channel::Auto),
             _ => None,
         }
@@ -94,6 +100,8 @@ pub struct TemplateRow {
     pub body: Option<String>,
     /// WhatsApp: JSON of the [`ProviderTemplate`].
     pub provider_template: Option<String>,
+    /// Smartico: JSON of the [`SmarticoEventSpec`] (the payload template is `body`).
+    pub smartico_event: Option<String>,
     /// Creation (epoch ms).
     pub created_at: i64,
     /// Last change (epoch ms).
@@ -112,6 +120,28 @@ impl TemplateRow {
             .as_deref()
             .and_then(|t| serde_json::from_str(t).ok())
     }
+
+    /// The Smartico event, for a Smartico template.
+    pub fn smartico_event(&self) -> Option<SmarticoEventSpec> {
+        self.smartico_event
+            .as_deref()
+            .and_then(|t| serde_json::from_str(t).ok())
+    }
+}
+
+/// What a Smartico template sends: the event type and, for a `client_action`, the action's
+/// name (put in the payload as `action`). The payload itself is the template's `body`, a JSON
+/// object template whose printed values are JSON-escaped (`{"bonus": {{ cf.bonus }}}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SmarticoEventSpec {
+    /// `client_action` or `update_profile`.
+    #[serde(rename = "type")]
+    #[schema(value_type = String, example = "client_action")]
+    pub event_type: farol_channels::smartico::EventType,
+    /// `client_action`: the action name Smartico journeys trigger on (`farol_oferta_bonus`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
 }
 
 /// A WhatsApp message template approved at Meta, sent instead of free text outside the
@@ -151,6 +181,9 @@ pub struct TemplateOut {
     pub body: Option<String>,
     /// WhatsApp: the provider template sent outside the 24-hour window.
     pub provider_template: Option<ProviderTemplate>,
+    /// Smartico: the event type and action (the payload template is `body`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<SmarticoEventSpec>,
     /// Creation time.
     pub created_at: String,
     /// Last change.
@@ -161,6 +194,7 @@ impl From<TemplateRow> for TemplateOut {
     fn from(r: TemplateRow) -> Self {
         TemplateOut {
             provider_template: r.provider_template(),
+            event: r.smartico_event(),
             id: r.id,
             channel: r.channel(),
             name: r.name,
@@ -193,6 +227,10 @@ pub struct TemplateInput {
     pub body: Option<String>,
     /// WhatsApp: a template approved at Meta, sent outside the 24-hour window.
     pub provider_template: Option<ProviderTemplate>,
+    /// Smartico: the event type and action; `body` is then the payload, a JSON object
+    /// template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<SmarticoEventSpec>,
 }
 
 /// Body of `PATCH /templates/{id}`: fields to change (the channel cannot change).
@@ -211,6 +249,8 @@ pub struct TemplatePatch {
     pub body: Option<String>,
     /// New provider template (WhatsApp).
     pub provider_template: Option<ProviderTemplate>,
+    /// New event type and action (Smartico).
+    pub event: Option<SmarticoEventSpec>,
 }
 
 fn blank_to_none(v: Option<String>) -> Option<String> {
@@ -294,12 +334,14 @@ pub fn validate(input: &mut TemplateInput, known: &KnownVariables) -> ApiResult<
                     "only WhatsApp templates have a provider template",
                 );
             }
+            not_smartico(input, &mut problems);
         }
         Channel::Auto => problems.add(
             "channel",
             "invalid",
             "auto is for campaigns; make one template per channel",
         ),
+        Channel::Smartico => validate_smartico(input, known, &engine, &mut problems),
         Channel::Whatsapp | Channel::Sms | Channel::Webhook => {
             match &input.body {
                 Some(b) => check(
@@ -366,17 +408,128 @@ pub fn validate(input: &mut TemplateInput, known: &KnownVariables) -> ApiResult<
                     );
                 }
             }
+            not_smartico(input, &mut problems);
         }
     }
     problems.into_result()
 }
 
-const COLUMNS: &str = "id, account_id, name, channel, subject, html, text, body, provider_template, created_at, updated_at";
+fn not_smartico(input: &TemplateInput, problems: &mut Problems) {
+    if input.event.is_some() {
+        problems.add(
+            "event",
+            "not_allowed",
+            "only Smartico templates have an event",
+        );
+    }
+}
+
+/// A Smartico template: `event` (type, and the action of a `client_action`) and `body`, the
+/// payload — a JSON object after rendering, checked by rendering it with a sample value for
+/// every known variable.
+fn validate_smartico(
+    input: &mut TemplateInput,
+    known: &KnownVariables,
+    engine: &TemplateEngine,
+    problems: &mut Problems,
+) {
+    use farol_channels::smartico::EventType;
+    match &mut input.event {
+        None => problems.add(
+            "event",
+            "required",
+            "a Smartico template needs an event: {\"type\": \"client_action\", \"action\": \"farol_oferta\"} or {\"type\": \"update_profile\"}",
+        ),
+        Some(event) => {
+            event.action = blank_to_none(event.action.take()).map(|a| a.trim().to_owned());
+            match (event.event_type, &event.action) {
+                (EventType::ClientAction, None) => problems.add(
+                    "event.action",
+                    "required",
+                    "a client_action needs the action name Smartico journeys trigger on",
+                ),
+                (EventType::ClientAction, Some(a))
+                    if a.len() > 100
+                        || !a
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.') =>
+                {
+                    problems.add(
+                        "event.action",
+                        "invalid",
+                        "an action name has at most 100 letters, digits, _, - and .",
+                    )
+                }
+                (EventType::UpdateProfile, Some(_)) => problems.add(
+                    "event.action",
+                    "not_allowed",
+                    "update_profile events have no action; put the properties in the payload",
+                ),
+                _ => {}
+            }
+        }
+    }
+    match &input.body {
+        None => problems.add(
+            "body",
+            "required",
+            "a Smartico template needs a body: the event payload, a JSON object such as {\"bonus\": {{ cf.bonus }}}",
+        ),
+        Some(b) => match engine.validate_json(&JsonTemplate { source: b.clone() }, known) {
+            Ok(sample) => {
+                if sample.contains_key("action")
+                    && input
+                        .event
+                        .as_ref()
+                        .is_some_and(|e| e.event_type == EventType::ClientAction)
+                {
+                    problems.add(
+                        "body",
+                        "not_allowed",
+                        "the payload's `action` is the template's event.action; remove it from the body",
+                    );
+                }
+            }
+            Err(TemplateError::UnknownVariables(vars)) => problems.add(
+                "body",
+                "unknown_variables",
+                format!("unknown variables: {}", vars.join(", ")),
+            ),
+            Err(TemplateError::Syntax { message, .. }) => {
+                problems.add("body", "syntax_error", format!("syntax error: {message}"))
+            }
+            Err(TemplateError::Invalid(message)) => problems.add("body", "invalid_json", message),
+            Err(other) => problems.add("body", "invalid", other.to_string()),
+        },
+    }
+    for (field, set) in [
+        ("subject", input.subject.is_some()),
+        ("html", input.html.is_some()),
+        ("text", input.text.is_some()),
+        ("provider_template", input.provider_template.is_some()),
+    ] {
+        if set {
+            problems.add(
+                field,
+                "not_allowed",
+                "Smartico templates have an event and a body (the payload)",
+            );
+        }
+    }
+}
+
+const COLUMNS: &str = "id, account_id, name, channel, subject, html, text, body, provider_template, smartico_event, created_at, updated_at";
 
 fn provider_json(t: &TemplateInput) -> Option<String> {
     t.provider_template
         .as_ref()
         .map(|p| serde_json::to_string(p).expect("template serializes"))
+}
+
+fn event_json(t: &TemplateInput) -> Option<String> {
+    t.event
+        .as_ref()
+        .map(|e| serde_json::to_string(e).expect("event serializes"))
 }
 
 /// One template of an account.
@@ -402,8 +555,8 @@ pub async fn list(conn: &mut AnyConnection, account_id: i64) -> DbResult<Vec<Tem
 
 async fn insert(conn: &mut AnyConnection, account_id: i64, t: &TemplateInput) -> DbResult<i64> {
     Ok(sqlx::query_scalar(
-        "insert into templates (account_id, name, channel, subject, html, text, body, provider_template, created_at, updated_at) \
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) returning id",
+        "insert into templates (account_id, name, channel, subject, html, text, body, provider_template, created_at, updated_at, smartico_event) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10) returning id",
     )
     .bind(account_id)
     .bind(t.name.clone())
@@ -414,13 +567,14 @@ async fn insert(conn: &mut AnyConnection, account_id: i64, t: &TemplateInput) ->
     .bind(t.body.clone())
     .bind(provider_json(t))
     .bind(now_ms())
+    .bind(event_json(t))
     .fetch_one(conn)
     .await?)
 }
 
 async fn update(conn: &mut AnyConnection, id: i64, t: &TemplateInput) -> DbResult<()> {
     sqlx::query(
-        "update templates set name = $1, subject = $2, html = $3, text = $4, body = $5, provider_template = $8, updated_at = $6 where id = $7",
+        "update templates set name = $1, subject = $2, html = $3, text = $4, body = $5, provider_template = $8, updated_at = $6, smartico_event = $9 where id = $7",
     )
     .bind(t.name.clone())
     .bind(t.subject.clone())
@@ -430,6 +584,7 @@ async fn update(conn: &mut AnyConnection, id: i64, t: &TemplateInput) -> DbResul
     .bind(now_ms())
     .bind(id)
     .bind(provider_json(t))
+    .bind(event_json(t))
     .execute(conn)
     .await?;
     Ok(())
@@ -553,6 +708,7 @@ pub async fn update_template(
         provider_template: patch
             .provider_template
             .or_else(|| before.provider_template()),
+        event: patch.event.or_else(|| before.smartico_event()),
     };
     validate(&mut input, &known)?;
     let mut tx = state.db.begin().await?;

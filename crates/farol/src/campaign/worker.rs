@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use super::channels::Channels;
 use super::checker::{self, ContactState};
 use super::hours::BusinessHours;
+use super::pacing::{self, AccountRate};
 use super::policy::{self, Effective, Reservation};
 use super::recorder::{Record, Recorder};
 use super::render;
@@ -94,8 +95,8 @@ impl Sender {
             max_attempts: c.max_attempts.max(1),
             public_url: super::public_url(config),
             policy: c.clone(),
-            // The configured SMTP's; stored channel accounts carry their own.
-            breakers: [Channel::Email]
+            // The configured SMTP's and Smartico label's; stored channel accounts carry their own.
+            breakers: [Channel::Email, Channel::Smartico]
                 .into_iter()
                 .map(|ch| {
                     (
@@ -392,25 +393,32 @@ fn contact_problem(state: Option<ContactState>) -> Option<&'static str> {
 }
 
 fn contact_kind(channel: Channel) -> &'static str {
-    if channel == Channel::Email {
-        "email"
-    } else {
-        "phone"
+    match channel {
+        Channel::Email => "email",
+        Channel::Smartico => "external_id",
+        _ => "phone",
     }
+}
+
+/// Channels whose recipient is the client itself (a webhook push, a Smartico event by the
+/// client's external id), not one of its contacts: contact opt-outs do not apply to them and
+/// they are not messages counted by the frequency cap.
+fn addresses_client(channel: Channel) -> bool {
+    matches!(channel, Channel::Webhook | Channel::Smartico)
 }
 
 impl Job<'_> {
     /// Why the contact must not receive the message now (opted out, invalid, on a suppression
     /// list), if it must not; else the contact's last inbound message (epoch ms), for the
-    /// WhatsApp window. Webhook recipients are the client itself, not a contact: only the
-    /// client-level suppressions (client id, CPF/CNPJ) and a deleted client stop them.
+    /// WhatsApp window. Webhook and Smartico recipients are the client itself, not a contact:
+    /// only the client-level suppressions (client id, CPF/CNPJ) and a deleted client stop them.
     async fn suppressed(
         &self,
         channel: Channel,
         client_id: i64,
         address: &str,
     ) -> anyhow::Result<Result<Option<i64>, String>> {
-        let last_inbound = if channel == Channel::Webhook {
+        let last_inbound = if addresses_client(channel) {
             None
         } else {
             let row: Option<(i64, Option<i64>, Option<i64>)> = sqlx::query_as(
@@ -564,7 +572,7 @@ impl Job<'_> {
         };
         // The first check uses the contacts read with the batch; suppression lists and the
         // WhatsApp window are read right before the send.
-        if channel_name != Channel::Webhook {
+        if !addresses_client(channel_name) {
             let preloaded = self
                 .contacts
                 .get(&(
@@ -578,9 +586,31 @@ impl Job<'_> {
                 return self.skip(&r, reason).await;
             }
         }
+        // The sender account's limits, whatever campaign sends through it. A reached daily
+        // cap holds the recipient at once, without waiting for throttle slots.
+        let account_rate = built
+            .as_ref()
+            .and_then(|b| Some((b.id, AccountRate::from_settings(&b.settings)?)));
+        if pacing::hold_if_full(
+            &s.db,
+            account_rate,
+            &self.policy.time_zone,
+            r.id,
+            self.owner,
+        )
+        .await?
+        {
+            return Ok(());
+        }
         if let Some(rate) = self.c.throttle_per_sec {
             s.throttle
                 .acquire(ThrottleKey::Campaign(self.c.id), rate)
+                .await;
+        }
+        // Then the account's own pace.
+        if let Some((account, pace)) = account_rate.and_then(|(id, r)| Some((id, r.pace()?))) {
+            s.throttle
+                .acquire(ThrottleKey::Account(account), pace)
                 .await;
         }
         if self.stop.load(Ordering::Relaxed)
@@ -595,8 +625,9 @@ impl Job<'_> {
             Err(reason) => return self.skip(&r, &reason).await,
             Ok(at) => at,
         };
-        // The frequency cap counts messages to the client; a webhook push is not one.
-        if channel_name != Channel::Webhook
+        // The frequency cap counts messages to the client; a webhook push or a Smartico event
+        // is not one.
+        if !addresses_client(channel_name)
             && self.policy.frequency_cap > 0
             && policy::reserve(
                 &s.db,
@@ -647,20 +678,39 @@ impl Job<'_> {
                             .unwrap_or_default(),
                     },
                     Channel::Whatsapp | Channel::Sms => Recipient::phone(address.clone()),
+                    Channel::Smartico => Recipient::External {
+                        user_ext_id: address.clone(),
+                    },
                 };
                 let mut msg = OutboundMessage::new(to, content, r.idempotency_key.clone());
                 msg.metadata
                     .insert("campaign_id".into(), self.c.id.to_string());
                 msg.metadata
                     .insert("client_id".into(), r.client_id.to_string());
+                // The account's daily cap: over it, the recipient is held until the next day.
+                let day = pacing::reserve_or_hold(
+                    &s.db,
+                    account_rate,
+                    &self.policy.time_zone,
+                    r.id,
+                    self.owner,
+                )
+                .await?;
+                if day == pacing::DayCap::Held {
+                    policy::release(&mut *s.db.pool().acquire().await?, r.id).await?;
+                    return Ok(());
+                }
                 let breaker = match &built {
                     Some(b) => &b.breaker,
-                    None => &s.breakers[Channel::Email.as_str()],
+                    None => &s.breakers[channel_name.as_str()],
                 };
                 if let Err(wait) = breaker.try_acquire() {
                     // The channel keeps failing: hold the send, uncounted, until the breaker
                     // lets a probe through.
                     let at = now_ms() + wait.max(Duration::from_millis(100)).as_millis() as i64;
+                    if let pacing::DayCap::Counted(account, day) = &day {
+                        pacing::release_day(&s.db, *account, day).await?;
+                    }
                     policy::release(&mut *s.db.pool().acquire().await?, r.id).await?;
                     store::defer(&s.db, r.id, self.owner, at).await?;
                     return Ok(());
@@ -673,7 +723,15 @@ impl Job<'_> {
                         channel_account_id: built.as_ref().map(|b| b.id),
                         provider: built
                             .as_ref()
-                            .map_or("smtp", |b| b.provider.as_str())
+                            .map_or(
+                                // The configuration's account of the channel.
+                                if channel_name == Channel::Smartico {
+                                    "smartico"
+                                } else {
+                                    "smtp"
+                                },
+                                |b| b.provider.as_str(),
+                            )
                             .to_owned(),
                     },
                     &result,

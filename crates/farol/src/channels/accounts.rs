@@ -1,5 +1,5 @@
 //! Channel accounts: one provider account (SMTP, SendGrid, SES, Meta WhatsApp Cloud API,
-//! WPPConnect, Twilio, outbound webhook) per row, with its non-secret settings in clear and its
+//! WPPConnect, Twilio, outbound webhook, Smartico label) per row, with its non-secret settings in clear and its
 //! secrets encrypted field by field (farol-channels' `CredentialCipher`, context
 //! `channel_account:<id>:<field>`). Secrets are write-only: the API says which are set, never
 //! their values, and neither logs nor audit entries carry them.
@@ -41,6 +41,8 @@ pub enum Provider {
     Twilio,
     /// A signed JSON POST to your endpoint.
     Webhook,
+    /// Events to a Smartico label (external events API).
+    Smartico,
 }
 
 /// What kind of value a field takes.
@@ -153,9 +155,16 @@ const TWILIO_FIELDS: &[Field] = &[
 
 const WEBHOOK_FIELDS: &[Field] = &[setting("url", true, Url), TIMEOUT, secret("secret", true)];
 
+const SMARTICO_FIELDS: &[Field] = &[
+    setting("base_url", true, Url),
+    setting("ext_brand_id", false, Text),
+    TIMEOUT,
+    secret("label_token", true),
+];
+
 impl Provider {
     /// Every provider.
-    pub const ALL: [Provider; 7] = [
+    pub const ALL: [Provider; 8] = [
         Provider::Smtp,
         Provider::Sendgrid,
         Provider::Ses,
@@ -163,6 +172,7 @@ impl Provider {
         Provider::Wppconnect,
         Provider::Twilio,
         Provider::Webhook,
+        Provider::Smartico,
     ];
 
     /// Stored name.
@@ -175,6 +185,7 @@ impl Provider {
             Provider::Wppconnect => "wppconnect",
             Provider::Twilio => "twilio",
             Provider::Webhook => "webhook",
+            Provider::Smartico => "smartico",
         }
     }
 
@@ -190,6 +201,7 @@ impl Provider {
             Provider::Meta | Provider::Wppconnect => Channel::Whatsapp,
             Provider::Twilio => Channel::Sms,
             Provider::Webhook => Channel::Webhook,
+            Provider::Smartico => Channel::Smartico,
         }
     }
 
@@ -203,6 +215,7 @@ impl Provider {
             Provider::Wppconnect => WPPCONNECT_FIELDS,
             Provider::Twilio => TWILIO_FIELDS,
             Provider::Webhook => WEBHOOK_FIELDS,
+            Provider::Smartico => SMARTICO_FIELDS,
         }
     }
 }
@@ -329,20 +342,22 @@ pub struct AccountOut {
     pub is_default: bool,
     /// Sends may use it.
     pub enabled: bool,
-    /// Where to point the provider's webhooks (relative to `campaign.public_url`).
-    pub webhook_path: String,
+    /// Where to point the provider's webhooks (relative to `campaign.public_url`); `null`
+    /// for providers that send none (Smartico).
+    pub webhook_path: Option<String>,
     /// Creation time.
     pub created_at: String,
     /// Last change.
     pub updated_at: String,
 }
 
-/// The webhook path of an account (docs/channels.md).
-pub fn webhook_path(provider: Provider, id: i64) -> String {
+/// The webhook path of an account (docs/channels.md), if its provider sends webhooks.
+pub fn webhook_path(provider: Provider, id: i64) -> Option<String> {
     match provider {
-        Provider::Wppconnect => format!("/api/v1/webhooks/wppconnect/{id}/<webhook_token>"),
-        Provider::Smtp => format!("/api/v1/webhooks/smtp/{id}/dsn"),
-        p => format!("/api/v1/webhooks/{}/{id}", p.as_str()),
+        Provider::Wppconnect => Some(format!("/api/v1/webhooks/wppconnect/{id}/<webhook_token>")),
+        Provider::Smtp => Some(format!("/api/v1/webhooks/smtp/{id}/dsn")),
+        Provider::Smartico => None,
+        p => Some(format!("/api/v1/webhooks/{}/{id}", p.as_str())),
     }
 }
 
@@ -410,7 +425,8 @@ pub struct AccountPatch {
 }
 
 /// Checks settings and secrets against the provider's fields, naming each bad one
-/// (`settings.phone_number_id`, `secrets.access_token`).
+/// (`settings.phone_number_id`, `secrets.access_token`). Every provider also takes `rate`
+/// (`{per_second, per_minute, per_day}`, see [`crate::campaign::pacing`]).
 pub fn validate(
     provider: Provider,
     settings: &Map<String, Value>,
@@ -419,6 +435,11 @@ pub fn validate(
 ) {
     let fields = provider.fields();
     for (k, v) in settings {
+        // Every provider's sends can be paced (docs/campaigns.md, "Pacing per sender account").
+        if k == "rate" {
+            crate::campaign::pacing::check(v, problems);
+            continue;
+        }
         match fields.iter().find(|f| f.name == k) {
             None => problems.add(
                 format!("settings.{k}"),

@@ -55,7 +55,8 @@ impl AlertKind {
 pub struct Subject {
     /// Tenant of the campaign whose send tripped it.
     pub account_id: i64,
-    /// The channel account; `None` for the configuration's SMTP (`[smtp]`).
+    /// The channel account; `None` for the configuration's SMTP (`[smtp]`) or Smartico label
+    /// (`[smartico]`).
     pub channel_account_id: Option<i64>,
     /// Provider name (`smtp`, `sendgrid`...).
     pub provider: String,

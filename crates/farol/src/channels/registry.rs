@@ -10,6 +10,7 @@ use farol_channels::email::sendgrid::{SendGridChannel, SendGridConfig};
 use farol_channels::email::ses::{SesChannel, SesConfig};
 use farol_channels::email::sigv4::AwsCredentials;
 use farol_channels::email::smtp::{SmtpChannel, SmtpConfig, SmtpSecurity};
+use farol_channels::smartico::{SmarticoChannel, SmarticoConfig};
 use farol_channels::sms::twilio::{TwilioChannel, TwilioConfig, TwilioSender};
 use farol_channels::webhook::{WebhookChannel, WebhookConfig};
 use farol_channels::whatsapp::meta::{MetaChannel, MetaConfig};
@@ -363,6 +364,15 @@ fn adapter(
                 status_callback: text(settings, "status_callback"),
                 timeout,
             })))
+        }
+        Provider::Smartico => {
+            let mut config = SmarticoConfig::new(
+                need_text(settings, "base_url")?,
+                need(secrets, "label_token")?.clone(),
+            );
+            config.ext_brand_id = text(settings, "ext_brand_id");
+            config.timeout = timeout;
+            Adapter::Ready(Arc::new(SmarticoChannel::new(config)))
         }
         Provider::Webhook => Adapter::Ready(Arc::new(WebhookChannel::new(WebhookConfig {
             secret: need(secrets, "secret")?.clone(),

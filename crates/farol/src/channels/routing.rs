@@ -29,6 +29,12 @@ pub fn parse_order(order: &[String]) -> Result<Vec<Channel>, String> {
                     "unknown channel `{name}`; use whatsapp, sms, email, webhook"
                 ));
             }
+            Some(Channel::Smartico) => {
+                return Err(
+                    "smartico is not a channel to a client's own contact: auto never picks it"
+                        .into(),
+                );
+            }
             Some(c) if out.contains(&c) => return Err(format!("`{name}` is listed twice")),
             Some(c) => out.push(c),
         }
@@ -81,10 +87,14 @@ fn not_configured(channel: Channel) -> ApiError {
         format!(
             "no {} channel is configured: create a channel account (POST /api/v1/channel-accounts) and make it the default{}",
             channel.as_str(),
-            if channel == Channel::Email {
-                ", or set smtp.url and smtp.from (FAROL_SMTP_URL and FAROL_SMTP_FROM)"
-            } else {
-                ""
+            match channel {
+                Channel::Email => {
+                    ", or set smtp.url and smtp.from (FAROL_SMTP_URL and FAROL_SMTP_FROM)"
+                }
+                Channel::Smartico => {
+                    ", or set smartico.base_url and smartico.label_token (FAROL_SMARTICO__BASE_URL and FAROL_SMARTICO__LABEL_TOKEN)"
+                }
+                _ => "",
             }
         ),
     )
@@ -140,7 +150,9 @@ async fn route_for(
                 meta: r.provider() == Provider::Meta,
             }))
         }
-        None if channel == Channel::Email && channels.get(Channel::Email).is_some() => {
+        None if matches!(channel, Channel::Email | Channel::Smartico)
+            && channels.get(channel).is_some() =>
+        {
             Ok(Some(Route {
                 channel,
                 account: None,
@@ -308,6 +320,11 @@ pub async fn snapshot(
         } else {
             HashMap::new()
         };
+        let external_ids = if routes[0].channel == Channel::Smartico {
+            external_ids(tx, c.account_id, chunk).await?
+        } else {
+            HashMap::new()
+        };
         let rows: Vec<Vec<SqlValue>> = chunk
             .iter()
             .map(|client| {
@@ -330,6 +347,12 @@ pub async fn snapshot(
                         }
                     }
                     found.ok_or(first_err.unwrap_or("no_address"))
+                } else if routes[0].channel == Channel::Smartico {
+                    // Smartico knows the client by its id in the operator's system.
+                    match external_ids.get(client) {
+                        Some(id) => Ok((routes[0], id.clone())),
+                        None => Err("no_external_id"),
+                    }
                 } else {
                     // One channel: the WhatsApp window is checked when sending (it may open
                     // before then).
@@ -373,6 +396,20 @@ pub async fn snapshot(
         .await?;
     }
     Ok(written)
+}
+
+/// The external ids (Smartico's `user_ext_id`) of clients that have one.
+async fn external_ids(
+    conn: &mut sqlx::AnyConnection,
+    account_id: i64,
+    clients: &[i64],
+) -> ApiResult<HashMap<i64, String>> {
+    let mut q = SqlBuilder::new("select id, external_id from clients where account_id = ");
+    q.bind(account_id)
+        .push(" and external_id is not null and external_id <> '' and id in ")
+        .bind_list(clients.iter().copied());
+    let rows: Vec<(i64, String)> = q.query_as().fetch_all(&mut *conn).await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// Whether the campaign's WhatsApp template has a provider template (the window does not
@@ -478,4 +515,27 @@ async fn segment_channels(
             Some((client?, ch))
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_auto_order_takes_contact_channels_only_once_each() {
+        let order =
+            |names: &[&str]| parse_order(&names.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            order(&["sms", "email"]).unwrap(),
+            vec![Channel::Sms, Channel::Email]
+        );
+        assert!(
+            order(&["smartico"])
+                .unwrap_err()
+                .contains("auto never picks it")
+        );
+        assert!(order(&["auto"]).is_err());
+        assert!(order(&["sms", "sms"]).is_err());
+        assert!(order(&[]).is_err());
+    }
 }

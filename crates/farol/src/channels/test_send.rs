@@ -48,9 +48,10 @@ pub struct TestTemplate {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TestSendInput {
-    /// Where to send: an e-mail address (e-mail accounts) or an E.164 phone number such as
-    /// `+5511987654321` (WhatsApp and SMS accounts). Webhook accounts post to their configured
-    /// `url`: leave it out.
+    /// Where to send: an e-mail address (e-mail accounts), an E.164 phone number such as
+    /// `+5511987654321` (WhatsApp and SMS accounts) or a player's `user_ext_id` (Smartico
+    /// accounts: a `client_action` event `farol_channel_test`). Webhook accounts post to their
+    /// configured `url`: leave it out.
     pub to: Option<String>,
     /// The text to send (default: a short Portuguese test message), at most 1,000 characters.
     pub message: Option<String>,
@@ -171,6 +172,19 @@ fn recipient(channel: Channel, to: Option<&str>, problems: &mut Problems) -> Opt
                 }
             }
         },
+        Channel::Smartico => match to {
+            Some(id) if !id.is_empty() && id.chars().count() <= 200 => Some(Recipient::External {
+                user_ext_id: id.to_owned(),
+            }),
+            _ => {
+                problems.add(
+                    "to",
+                    "required",
+                    "give the user_ext_id of a player Smartico knows (at most 200 characters)",
+                );
+                None
+            }
+        },
         Channel::Webhook | Channel::Auto => {
             if to.is_some_and(|t| !t.is_empty()) {
                 problems.add(
@@ -213,6 +227,14 @@ fn content(
             fallback_template: None,
         }),
         Channel::Sms => Content::Sms { body: text.into() },
+        // A client action no journey listens to unless one is built for it.
+        Channel::Smartico => Content::SmarticoEvent {
+            event_type: farol_channels::smartico::EventType::ClientAction,
+            payload: serde_json::Map::from_iter([
+                ("action".to_owned(), json!("farol_channel_test")),
+                ("message".to_owned(), json!(text)),
+            ]),
+        },
         Channel::Webhook | Channel::Auto => Content::Json {
             event: "channel_account.test".into(),
             data: json!({"channel_account_id": account_id, "message": text}),
@@ -235,7 +257,8 @@ fn redact(text: &str, secrets: &BTreeMap<String, Secret>) -> String {
 }
 
 /// Auth error codes by provider: HTTP 401/403, SMTP 530/534/535, Twilio 20003, Meta 190
-/// (expired or invalid token), WPPConnect token refusals, SES signature/credential errors.
+/// (expired or invalid token), Smartico 10000 (label token), WPPConnect token refusals, SES
+/// signature/credential errors.
 fn is_auth_code(code: &str) -> bool {
     matches!(
         code,
@@ -246,6 +269,7 @@ fn is_auth_code(code: &str) -> bool {
             | "smtp_535"
             | "20003"
             | "190"
+            | "10000"
             | "wpp_token"
             | "wpp_unauthorized"
             | "UnrecognizedClientException"
@@ -268,7 +292,7 @@ pub fn classify(err: &SendError, secrets: &BTreeMap<String, Secret>) -> TestErro
         } => {
             let kind = if is_auth_code(code) {
                 TestFailure::AuthFailure
-            } else if *contact_invalid {
+            } else if *contact_invalid || code == "10001" {
                 TestFailure::InvalidRecipient
             } else {
                 TestFailure::Rejected
@@ -386,6 +410,7 @@ pub async fn test_account(
             match &to {
                 Some(Recipient::Email { address, .. }) => address.clone(),
                 Some(Recipient::Phone { e164 }) => e164.clone(),
+                Some(Recipient::External { user_ext_id }) => user_ext_id.clone(),
                 _ => row
                     .settings()
                     .get("url")
@@ -411,6 +436,7 @@ pub async fn test_account(
                 Recipient::Email { address, .. } => address.clone(),
                 Recipient::Phone { e164 } => e164.clone(),
                 Recipient::Url { url } => url.clone(),
+                Recipient::External { user_ext_id } => user_ext_id.clone(),
             };
             let mut msg = OutboundMessage::new(
                 to,

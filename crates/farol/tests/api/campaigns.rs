@@ -119,7 +119,7 @@ pub(crate) fn header<'a>(msg: &'a Value, name: &str) -> Option<&'a str> {
 
 /// The send queue these tests run against: `FAROL_TEST_QUEUE=database` (default) or
 /// `rabbitmq` (`FAROL_TEST_AMQP_URL`, a queue of its own per test).
-fn with_queue(config: &mut farol::config::Config) {
+pub(crate) fn with_queue(config: &mut farol::config::Config) {
     match std::env::var("FAROL_TEST_QUEUE").as_deref() {
         Err(_) | Ok("database") => {}
         Ok("rabbitmq") => {
