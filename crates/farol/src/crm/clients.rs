@@ -1100,7 +1100,26 @@ fn token_forms(t: &str) -> Vec<&str> {
     }
 }
 
-fn push_token_match(q: &mut SqlBuilder, backend: Backend, tokens: &[String]) {
+/// Up to this many matches, a PostgreSQL search reads the matching ids first and sorts only
+/// them (see [`push_token_match`]).
+const SPARSE_MATCHES: i64 = 5_000;
+
+/// Restricts `q` to clients matching every token (as a prefix).
+///
+/// On PostgreSQL the planner cannot estimate how many clients a prefix matches and assumes
+/// thousands, so for a page sorted by date it walks the date index and tests each client
+/// against the search, which for a rare prefix means the whole account (measured on 483k
+/// clients: 0.7–1.6 s for `98765`). So the matching ids are read first, at most
+/// [`SPARSE_MATCHES`] + 1 of them: when there are no more, the page is picked among those
+/// ids alone (milliseconds); when there are more, matches are dense and the walk finds a
+/// page quickly.
+async fn push_token_match(
+    q: &mut SqlBuilder,
+    conn: &mut AnyConnection,
+    backend: Backend,
+    account_id: i64,
+    tokens: &[String],
+) -> DbResult<()> {
     match backend {
         Backend::Sqlite => {
             let expr = tokens
@@ -1127,14 +1146,30 @@ fn push_token_match(q: &mut SqlBuilder, backend: Backend, tokens: &[String]) {
                 .collect::<Vec<_>>()
                 .join(" & ");
             // The GIN index lives on client_search (migration 0011, crm::search_index).
-            q.push(
-                " and c.id in (select s.client_id from client_search s \
-                 where to_tsvector('simple', s.search_text) @@ to_tsquery('simple', ",
+            let ids: Vec<i64> = sqlx::query_scalar(
+                "select s.client_id from client_search s where s.account_id = $1 \
+                 and to_tsvector('simple', s.search_text) @@ to_tsquery('simple', $2) limit $3",
             )
-            .bind(expr)
-            .push("))");
+            .bind(account_id)
+            .bind(expr.clone())
+            .bind(SPARSE_MATCHES + 1)
+            .fetch_all(&mut *conn)
+            .await?;
+            if ids.len() as i64 <= SPARSE_MATCHES {
+                q.push(" and c.id in (select e::bigint from json_array_elements_text(")
+                    .bind(serde_json::to_string(&ids).expect("ints serialize"))
+                    .push("::json) e)");
+            } else {
+                q.push(
+                    " and c.id in (select s.client_id from client_search s \
+                     where to_tsvector('simple', s.search_text) @@ to_tsquery('simple', ",
+                )
+                .bind(expr)
+                .push("))");
+            }
         }
     }
+    Ok(())
 }
 
 const LIST_PARAMS: [&str; 10] = [
@@ -1274,7 +1309,16 @@ pub async fn list_clients(
     if let Some(text) = query.get("q").filter(|t| !t.trim().is_empty()) {
         match plan_search(text) {
             None => problems.add("q", "invalid_search", "search text needs letters or digits"),
-            Some(Search::Tokens(tokens)) => push_token_match(&mut q, state.db.backend(), &tokens),
+            Some(Search::Tokens(tokens)) => {
+                push_token_match(
+                    &mut q,
+                    &mut conn,
+                    state.db.backend(),
+                    user.account_id,
+                    &tokens,
+                )
+                .await?;
+            }
             Some(Search::Exact {
                 phone,
                 email,
@@ -1290,7 +1334,14 @@ pub async fn list_clients(
                 )
                 .await?;
                 if ids.is_empty() {
-                    push_token_match(&mut q, state.db.backend(), &fallback);
+                    push_token_match(
+                        &mut q,
+                        &mut conn,
+                        state.db.backend(),
+                        user.account_id,
+                        &fallback,
+                    )
+                    .await?;
                 } else {
                     q.push(" and c.id in ").bind_list(ids);
                 }

@@ -602,6 +602,46 @@ fn many_rows(from: usize, to: usize) -> String {
 }
 
 #[tokio::test]
+async fn a_search_matching_thousands_of_clients_pages_through_all_of_them_and_a_rare_one_finds_one()
+{
+    // More matches than the sparse-search limit (5,000), so PostgreSQL takes both paths.
+    let app = spawn_app().await;
+    let token = app.admin().await;
+    let id = import(
+        &app,
+        &token,
+        "muitos.csv",
+        many_rows(0, 5_010).as_bytes(),
+        json!({}),
+    )
+    .await;
+    assert_eq!(wait(&app, &token, id).await["counts"]["imported"], 5_010);
+    assert_eq!(
+        search(&app, &token, "cliente%204242").await,
+        ["Cliente 4242"]
+    );
+    assert_eq!(search(&app, &token, "c4242").await, ["Cliente 4242"]);
+    let mut seen = std::collections::HashSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let url = match &cursor {
+            Some(c) => format!("/api/v1/clients?q=cliente&limit=500&sort=name&cursor={c}"),
+            None => "/api/v1/clients?q=cliente&limit=500&sort=name".to_owned(),
+        };
+        let page = app.get(&url, &token).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        for c in page.body["items"].as_array().unwrap() {
+            assert!(seen.insert(c["id"].as_i64().unwrap()), "{c} twice");
+        }
+        match page.body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 5_010);
+}
+
+#[tokio::test]
 async fn concurrent_imports_into_one_account_never_create_a_client_twice() {
     let (mut config, dir) = test_config().await;
     config.import.workers = 2;
