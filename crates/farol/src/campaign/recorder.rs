@@ -263,9 +263,7 @@ async fn mark_invalid(
 }
 
 /// The timeline item of an outcome (kind, text, metadata), if it has one: a send or a failure.
-fn timeline_item<'a>(
-    r: &'a Record,
-) -> Option<(&'a Record, &'static str, String, serde_json::Value)> {
+fn timeline_item(r: &Record) -> Option<(&Record, &'static str, String, serde_json::Value)> {
     let label = match r.channel {
         Channel::Email => "E-mail",
         Channel::Whatsapp => "WhatsApp message",
