@@ -26,6 +26,7 @@ use crate::api::{ApiJson, ApiResult, ErrorBody, Problems};
 use crate::audit;
 use crate::auth::{AuthUser, Permission};
 use crate::config::CampaignConfig;
+use crate::db::bulk::{json_ints, json_objects};
 use crate::db::{Backend, Db, DbResult, format_ms, now_ms};
 use crate::state::AppState;
 
@@ -113,6 +114,35 @@ pub async fn count_sent(
     Ok(())
 }
 
+/// [`count_sent`] for many sends — (account, client, recipient) — with one statement.
+pub async fn count_sent_many(
+    tx: &mut crate::db::Tx,
+    backend: Backend,
+    sends: &[(i64, i64, i64)],
+    now: i64,
+) -> DbResult<()> {
+    if sends.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<serde_json::Value> = sends
+        .iter()
+        .map(|(account, client, recipient)| serde_json::json!({"a": account, "c": client, "r": recipient}))
+        .collect();
+    // `where true`: SQLite needs it to tell the upsert's `on conflict` from a join's `on`.
+    let sql = format!(
+        "insert into frequency_sends (recipient_id, account_id, client_id, at) \
+         select cast(j.value ->> 'r' as bigint), cast(j.value ->> 'a' as bigint), \
+         cast(j.value ->> 'c' as bigint), $2 from {} where true on conflict do nothing",
+        json_objects(backend, 1)
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(serde_json::Value::Array(rows).to_string())
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// Deletes send records older than the window (they no longer count); returns how many.
 pub async fn prune(db: &Db, window_ms: i64, now: i64) -> DbResult<u64> {
     Ok(sqlx::query("delete from frequency_sends where at < $1")
@@ -126,6 +156,26 @@ pub async fn prune(db: &Db, window_ms: i64, now: i64) -> DbResult<u64> {
 pub async fn release(conn: &mut sqlx::AnyConnection, recipient_id: i64) -> DbResult<()> {
     sqlx::query("delete from frequency_sends where recipient_id = $1")
         .bind(recipient_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// [`release`] for many sends that did not happen, with one statement.
+pub async fn release_many(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    recipient_ids: &[i64],
+) -> DbResult<()> {
+    if recipient_ids.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "delete from frequency_sends where recipient_id in (select j.value from {})",
+        json_ints(backend, 1)
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(serde_json::to_string(recipient_ids).expect("ids serialize"))
         .execute(conn)
         .await?;
     Ok(())

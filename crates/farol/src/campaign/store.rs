@@ -1,10 +1,13 @@
 //! The `campaigns` and `campaign_recipients` tables: small focused queries. Each recipient row
 //! is the durable job of one send; workers claim due rows with a lease.
 
+use std::collections::HashSet;
+
 use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 use utoipa::ToSchema;
 
+use crate::db::bulk::json_objects;
 use crate::db::{Backend, Db, DbResult, Tx, now_ms};
 
 /// Where a campaign is in its life.
@@ -617,10 +620,18 @@ pub enum Outcome {
     },
 }
 
-/// Records an attempt's outcome if `owner` still holds the lease; false when it lost it.
-pub async fn record(tx: &mut Tx, id: i64, owner: &str, outcome: &Outcome) -> DbResult<bool> {
-    let now = now_ms();
-    let (status, next, pmid, error, sent_at) = match outcome {
+/// The recipient columns an outcome sets: status, next attempt, provider message id, error,
+/// sent at.
+type OutcomeColumns = (
+    &'static str,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+);
+
+fn outcome_columns(outcome: &Outcome, now: i64) -> OutcomeColumns {
+    match outcome {
         Outcome::Sent {
             provider_message_id,
         } => (
@@ -633,7 +644,57 @@ pub async fn record(tx: &mut Tx, id: i64, owner: &str, outcome: &Outcome) -> DbR
         Outcome::Retry { at, error } => ("queued", Some(*at), None, Some(error.clone()), None),
         Outcome::Failed { error } => ("failed", None, None, Some(error.clone()), None),
         Outcome::Skipped { reason } => ("skipped", None, None, Some(reason.clone()), None),
-    };
+    }
+}
+
+/// Records the outcomes of many attempts — (recipient, lease owner, outcome), recipients
+/// distinct — with one statement, each only if its owner still holds the lease; returns the
+/// recipients whose outcome was written (the others lost their lease).
+pub async fn record_many(
+    tx: &mut Tx,
+    backend: Backend,
+    outcomes: &[(i64, &str, &Outcome)],
+) -> DbResult<HashSet<i64>> {
+    if outcomes.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let now = now_ms();
+    let rows: Vec<serde_json::Value> = outcomes
+        .iter()
+        .map(|(id, owner, outcome)| {
+            let (status, next, pmid, error, sent_at) = outcome_columns(outcome, now);
+            serde_json::json!({
+                "id": id, "o": owner, "s": status, "n": next, "p": pmid, "e": error, "t": sent_at,
+            })
+        })
+        .collect();
+    let sql = format!(
+        "update campaign_recipients set status = v.status, \
+         next_attempt_at = coalesce(v.next_at, campaign_recipients.next_attempt_at), \
+         provider_message_id = coalesce(v.pmid, campaign_recipients.provider_message_id), \
+         error = v.error, sent_at = v.sent_at, lease_owner = null, lease_until = null, \
+         dispatched_at = null, updated_at = $2 \
+         from (select cast(j.value ->> 'id' as bigint) as id, j.value ->> 'o' as owner, \
+           j.value ->> 's' as status, cast(j.value ->> 'n' as bigint) as next_at, \
+           j.value ->> 'p' as pmid, j.value ->> 'e' as error, cast(j.value ->> 't' as bigint) as sent_at \
+           from {}) v \
+         where campaign_recipients.id = v.id and campaign_recipients.lease_owner = v.owner \
+         and campaign_recipients.status = 'sending' \
+         returning campaign_recipients.id",
+        json_objects(backend, 1)
+    );
+    let ids: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(serde_json::Value::Array(rows).to_string())
+        .bind(now)
+        .fetch_all(&mut **tx)
+        .await?;
+    Ok(ids.into_iter().collect())
+}
+
+/// Records an attempt's outcome if `owner` still holds the lease; false when it lost it.
+pub async fn record(tx: &mut Tx, id: i64, owner: &str, outcome: &Outcome) -> DbResult<bool> {
+    let now = now_ms();
+    let (status, next, pmid, error, sent_at) = outcome_columns(outcome, now);
     let r = sqlx::query(
         "update campaign_recipients set status = $1, next_attempt_at = coalesce($2, next_attempt_at), \
          provider_message_id = coalesce($3, provider_message_id), error = $4, sent_at = $5, \

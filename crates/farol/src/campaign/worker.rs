@@ -11,7 +11,7 @@ use std::time::Duration;
 use farol_channels::template::{RenderContext, TemplateEngine};
 use farol_channels::{Backoff, CircuitBreaker, Content, OutboundMessage, Recipient, SendError};
 use futures_util::StreamExt;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::channels::Channels;
@@ -49,6 +49,8 @@ pub struct Sender {
     recorder: Recorder,
     /// Alerts when a breaker opens or closes.
     alerter: crate::channels::alerts::Alerter,
+    /// The last check before each send, coalesced (one task per process).
+    checker: checker::Checker,
 }
 
 /// Whether business hours allow sending now.
@@ -78,6 +80,7 @@ impl Sender {
         Sender {
             recorder: Recorder::spawn(db.clone()),
             alerter: crate::channels::alerts::Alerter::new(db.clone(), config),
+            checker: checker::Checker::spawn(db.clone()),
             db,
             channels,
             throttle,
@@ -193,14 +196,23 @@ async fn work(s: Arc<Sender>, owner: String, stop: Arc<AtomicBool>, wake: Arc<No
 /// Sends batches of one campaign until none is due (or the campaign stops running), then
 /// completes it when nothing is left. The campaign is re-read before each batch, so throttle
 /// changes apply to the next batch.
+///
+/// Batches overlap: the next one is claimed as soon as every recipient of the current one has
+/// started, so its claim and preload (a commit each on PostgreSQL) run while the current
+/// batch's last sends finish, instead of leaving every send slot idle at each boundary. The
+/// campaign's sends in flight stay within `campaign.concurrency` across both batches (one
+/// semaphore), and at most two batches are open at once.
 async fn run_campaign(s: Arc<Sender>, id: i64, owner: String, stop: Arc<AtomicBool>) {
+    let slots = Arc::new(Semaphore::new(s.concurrency));
+    let mut finishing: Option<JoinHandle<()>> = None;
+    let mut done = false;
     while !stop.load(Ordering::Relaxed) {
         let c = match store::runnable(&s.db, id).await {
             Ok(Some(c)) => c,
-            Ok(None) => return,
+            Ok(None) => break,
             Err(e) => {
                 tracing::warn!(campaign = id, error = %e, "cannot read campaign");
-                return;
+                break;
             }
         };
         // The account's business hours and frequency cap, read again for every batch.
@@ -208,21 +220,46 @@ async fn run_campaign(s: Arc<Sender>, id: i64, owner: String, stop: Arc<AtomicBo
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(campaign = id, error = %e, "cannot read campaign policies");
-                return;
+                break;
             }
         };
         if !open_now(&policy.hours) {
             // Outside business hours: recipients wait, queued, for the window.
-            return;
+            break;
         }
-        match run_batch(&s, &c, &owner, &stop).await {
-            Ok(0) => break,
-            Ok(_) => {}
+        let claimed = match claim_batch(&s, &c, &owner).await {
+            Ok(claimed) if claimed.is_empty() => {
+                done = true;
+                break;
+            }
+            Ok(claimed) => claimed,
             Err(e) => {
                 tracing::warn!(campaign = id, error = %e, "send batch failed");
-                return;
+                break;
             }
+        };
+        let (started, all_started) = tokio::sync::oneshot::channel();
+        let batch = tokio::spawn({
+            let (s, owner, stop, slots) = (s.clone(), owner.clone(), stop.clone(), slots.clone());
+            async move {
+                if let Err(e) =
+                    send_claimed_in(&s, &c, &owner, &stop, claimed, &slots, Some(started)).await
+                {
+                    tracing::warn!(campaign = c.id, error = %e, "send batch failed");
+                }
+            }
+        });
+        // Err: the batch ended (or failed) before signalling, which is as good.
+        let _ = all_started.await;
+        if let Some(previous) = finishing.replace(batch) {
+            let _ = previous.await;
         }
+    }
+    if let Some(last) = finishing {
+        let _ = last.await;
+    }
+    if !done && !stop.load(Ordering::Relaxed) {
+        return;
     }
     match store::complete_if_done(&s.db, id).await {
         Ok(true) => tracing::info!(campaign = id, "campaign completed"),
@@ -252,6 +289,15 @@ pub async fn run_batch(
     owner: &str,
     stop: &AtomicBool,
 ) -> anyhow::Result<usize> {
+    let claimed = claim_batch(s, c, owner).await?;
+    let n = claimed.len();
+    send_claimed(s, c, owner, stop, claimed).await?;
+    Ok(n)
+}
+
+/// Claims the next batch of a campaign for `owner` (nothing when this process cannot send
+/// the campaign's channel).
+async fn claim_batch(s: &Sender, c: &Runnable, owner: &str) -> anyhow::Result<Vec<Claimed>> {
     let campaign_channel = Channel::parse(&c.channel).unwrap_or(Channel::Email);
     // A process without the configured SMTP leaves plain e-mail campaigns to processes that
     // have it (stored channel accounts are available to every process).
@@ -259,13 +305,10 @@ pub async fn run_batch(
         && s.channels.get(Channel::Email).is_none()
         && s.channels.registry().is_none()
     {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     let limit = batch_size(s, c);
-    let claimed = store::claim(&s.db, c.id, owner, limit as i64, s.lease_ms).await?;
-    let n = claimed.len();
-    send_claimed(s, c, owner, stop, claimed).await?;
-    Ok(n)
+    Ok(store::claim(&s.db, c.id, owner, limit as i64, s.lease_ms).await?)
 }
 
 /// How many recipients of a campaign a claim (or a broker message) carries: about one second
@@ -284,6 +327,29 @@ pub(super) async fn send_claimed(
     owner: &str,
     stop: &AtomicBool,
     claimed: Vec<Claimed>,
+) -> anyhow::Result<()> {
+    send_claimed_in(
+        s,
+        c,
+        owner,
+        stop,
+        claimed,
+        &Semaphore::new(s.concurrency),
+        None,
+    )
+    .await
+}
+
+/// [`send_claimed`] with the campaign's send slots (`slots`, shared with an overlapping
+/// batch); `started` is told once every recipient has taken a slot.
+async fn send_claimed_in(
+    s: &Sender,
+    c: &Runnable,
+    owner: &str,
+    stop: &AtomicBool,
+    claimed: Vec<Claimed>,
+    slots: &Semaphore,
+    started: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> anyhow::Result<()> {
     if claimed.is_empty() {
         return Ok(());
@@ -347,11 +413,21 @@ pub(super) async fn send_claimed(
         stop,
         running: std::sync::Mutex::new((std::time::Instant::now(), true)),
     };
+    let unstarted = std::sync::atomic::AtomicUsize::new(claimed.len());
+    let started = std::sync::Mutex::new(started);
     futures_util::stream::iter(claimed)
         .for_each_concurrent(s.concurrency, |r| {
-            let job = &job;
+            let (job, unstarted, started) = (&job, &unstarted, &started);
             async move {
                 let id = r.id;
+                let Ok(_slot) = slots.acquire().await else {
+                    return;
+                };
+                if unstarted.fetch_sub(1, Ordering::Relaxed) == 1
+                    && let Some(tx) = started.lock().expect("started lock").take()
+                {
+                    let _ = tx.send(());
+                }
                 if let Err(e) = job.send_one(r).await {
                     // The recipient stays `sending`; its lease expires and it is tried again.
                     tracing::warn!(recipient = id, error = %e, "cannot record a send");
@@ -403,7 +479,7 @@ fn contact_kind(channel: Channel) -> &'static str {
 /// Channels whose recipient is the client itself (a webhook push, a Smartico event by the
 /// client's external id), not one of its contacts: contact opt-outs do not apply to them and
 /// they are not messages counted by the frequency cap.
-fn addresses_client(channel: Channel) -> bool {
+pub(super) fn addresses_client(channel: Channel) -> bool {
     matches!(channel, Channel::Webhook | Channel::Smartico)
 }
 
@@ -412,47 +488,22 @@ impl Job<'_> {
     /// list), if it must not; else the contact's last inbound message (epoch ms), for the
     /// WhatsApp window. Webhook and Smartico recipients are the client itself, not a contact:
     /// only the client-level suppressions (client id, CPF/CNPJ) and a deleted client stop them.
+    /// One query, shared with the other sends checking at the same moment (`checker::Checker`).
     async fn suppressed(
         &self,
         channel: Channel,
         client_id: i64,
         address: &str,
     ) -> anyhow::Result<Result<Option<i64>, String>> {
-        let last_inbound = if addresses_client(channel) {
-            None
-        } else {
-            let row: Option<(i64, Option<i64>, Option<i64>)> = sqlx::query_as(
-                "select opted_out, invalid_at, last_inbound_at from contacts where account_id = $1 and kind = $2 and value = $3 and client_id = $4",
-        )
-        .bind(self.c.account_id)
-        .bind(contact_kind(channel))
-        .bind(address.to_owned())
-        .bind(client_id)
-        .fetch_optional(self.s.db.pool())
-        .await?;
-            match row {
-                None => return Ok(Err("no_address".into())),
-                Some((opted_out, _, _)) if opted_out != 0 => return Ok(Err("opted_out".into())),
-                Some((_, Some(_), _)) => return Ok(Err("contact_invalid".into())),
-                Some((_, None, last_inbound)) => last_inbound,
-            }
-        };
-        let mut conn = self.s.db.pool().acquire().await?;
-        Ok(
-            match super::suppressions::check(
-                &mut conn,
-                self.c.account_id,
-                channel.as_str(),
+        self.s
+            .checker
+            .check(checker::Check {
+                account_id: self.c.account_id,
+                channel,
                 client_id,
-                contact_kind(channel),
-                address,
-            )
-            .await?
-            {
-                Some(kind) => Err(format!("suppressed:{kind}")),
-                None => Ok(last_inbound),
-            },
-        )
+                address: address.to_owned(),
+            })
+            .await
     }
 
     async fn skip(&self, r: &Claimed, reason: &str) -> anyhow::Result<()> {

@@ -12,7 +12,8 @@ use crate::api::pagination::{Cursor, CursorValue, page_from, parse_limit};
 use crate::api::{ApiJson, ApiResult, ErrorBody, Page, Problems, QueryPairs};
 use crate::audit;
 use crate::auth::{AuthUser, Permission};
-use crate::db::{DbResult, SqlBuilder, format_ms, now_ms};
+use crate::db::bulk::json_objects;
+use crate::db::{Backend, DbResult, SqlBuilder, format_ms, now_ms};
 use crate::state::AppState;
 
 /// Who produced a timeline item.
@@ -121,6 +122,45 @@ pub async fn add(conn: &mut AnyConnection, item: NewItem<'_>) -> DbResult<i64> {
     .bind(now_ms())
     .fetch_one(conn)
     .await?)
+}
+
+/// Appends many items with one statement (the items travel as one JSON parameter, so the
+/// statement is prepared once whatever their number); returns how many were written.
+pub async fn add_many(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    items: &[NewItem<'_>],
+) -> DbResult<u64> {
+    if items.is_empty() {
+        return Ok(0);
+    }
+    let rows: Vec<serde_json::Value> = items
+        .iter()
+        .map(|i| {
+            serde_json::json!({
+                "a": i.account_id,
+                "c": i.client_id,
+                "k": i.kind,
+                "o": i.origin.as_str(),
+                "t": i.text,
+                "m": i.metadata.to_string(),
+                "u": i.author_id,
+            })
+        })
+        .collect();
+    let sql = format!(
+        "insert into timeline_items (account_id, client_id, kind, origin, text, metadata, author_id, created_at) \
+         select cast(j.value ->> 'a' as bigint), cast(j.value ->> 'c' as bigint), j.value ->> 'k', \
+         j.value ->> 'o', j.value ->> 't', j.value ->> 'm', cast(j.value ->> 'u' as bigint), $2 \
+         from {}",
+        json_objects(backend, 1)
+    );
+    Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(serde_json::Value::Array(rows).to_string())
+        .bind(now_ms())
+        .execute(conn)
+        .await?
+        .rows_affected())
 }
 
 /// Kinds a person may add by hand.

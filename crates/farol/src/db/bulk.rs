@@ -178,3 +178,14 @@ pub fn json_ints(backend: Backend, n: usize) -> String {
         }
     }
 }
+
+/// A `from` item over the JSON array of objects bound at `$n`: one row per object, the object
+/// in `j.value`; read its fields with `j.value ->> 'key'` (text; `cast(… as bigint)` for
+/// integers), which both databases understand. One statement shape whatever the number of
+/// rows, so a group of rows costs one prepared statement and one round trip.
+pub fn json_objects(backend: Backend, n: usize) -> String {
+    match backend {
+        Backend::Sqlite => format!("json_each(${n}) j"),
+        Backend::Postgres => format!("jsonb_array_elements(${n}::jsonb) as j(value)"),
+    }
+}

@@ -1442,6 +1442,158 @@ async fn cancelling_a_running_campaign_skips_whatever_was_not_sent() {
 }
 
 #[tokio::test]
+async fn a_group_commit_with_one_bad_outcome_still_records_the_others() {
+    use farol::campaign::recorder::{Record, write};
+    use farol::campaign::store::{Outcome, claim};
+    use farol::campaign::templates::Channel;
+    let sink = Sink::start(&[]);
+    // No workers: the test claims and records itself.
+    let (app, _) = api_only(&sink).await;
+    let token = app.admin().await;
+    let mut clients = Vec::new();
+    for i in 0..5 {
+        let c =
+            client_with_email(&app, &token, &format!("C{i}"), &format!("g{i}@example.com")).await;
+        clients.push(c["id"].as_i64().unwrap());
+    }
+    let template = email_template(&app, &token, "t").await;
+    let id = campaign(
+        &app,
+        &token,
+        json!({"name": "c", "channel": "email", "template_id": template}),
+    )
+    .await;
+    launch(&app, &token, id).await;
+    let account: i64 = sqlx::query_scalar("select account_id from campaigns where id = $1")
+        .bind(id)
+        .fetch_one(app.db.pool())
+        .await
+        .unwrap();
+    let mut claimed = claim(&app.db, id, "owner-a", 10, 60_000).await.unwrap();
+    claimed.sort_by_key(|r| clients.iter().position(|c| *c == r.client_id));
+    assert_eq!(claimed.len(), 5);
+    // The client of the fourth recipient is deleted while its message is in flight: its
+    // timeline item cannot be written (foreign key), which fails the group's statement.
+    sqlx::query("delete from clients where id = $1")
+        .bind(clients[3])
+        .execute(app.db.pool())
+        .await
+        .unwrap();
+    let record = |i: usize, owner: &str, outcome: Outcome| Record {
+        recipient_id: claimed[i].id,
+        client_id: claimed[i].client_id,
+        account_id: account,
+        campaign_id: id,
+        owner: owner.into(),
+        channel: Channel::Email,
+        address: format!("g{i}@example.com"),
+        outcome,
+        summary: "Oferta".into(),
+    };
+    let sent = |pmid: &str| Outcome::Sent {
+        provider_message_id: pmid.into(),
+    };
+    let retry_at = farol::db::now_ms() + 60_000;
+    let records = [
+        record(0, "owner-a", sent("m0")),
+        record(
+            1,
+            "owner-a",
+            Outcome::Retry {
+                at: retry_at,
+                error: "451 try later".into(),
+            },
+        ),
+        record(
+            2,
+            "owner-a",
+            Outcome::Failed {
+                error: "554 rejected".into(),
+            },
+        ),
+        record(3, "owner-a", sent("m3")),
+        // Another worker holds this one's lease: nothing is written.
+        record(4, "owner-b", sent("m4")),
+    ];
+    let refs: Vec<&Record> = records.iter().collect();
+    let results = write(&app.db, &refs).await;
+    let held: Vec<Option<bool>> = results.iter().map(|r| r.as_ref().ok().copied()).collect();
+    assert_eq!(
+        held,
+        [Some(true), Some(true), Some(true), None, Some(false)]
+    );
+
+    type Row = (String, Option<String>, Option<String>, i64, Option<String>);
+    let row = async |i: usize| -> Row {
+        sqlx::query_as(
+            "select status, provider_message_id, error, next_attempt_at, lease_owner from campaign_recipients where id = $1",
+        )
+        .bind(claimed[i].id)
+        .fetch_one(app.db.pool())
+        .await
+        .unwrap()
+    };
+    let r0 = row(0).await;
+    assert_eq!(
+        (r0.0.as_str(), r0.1.as_deref(), r0.4),
+        ("sent", Some("m0"), None)
+    );
+    let r1 = row(1).await;
+    assert_eq!(
+        (r1.0.as_str(), r1.2.as_deref(), r1.3),
+        ("queued", Some("451 try later"), retry_at)
+    );
+    let r2 = row(2).await;
+    assert_eq!(
+        (r2.0.as_str(), r2.2.as_deref()),
+        ("failed", Some("554 rejected"))
+    );
+    // Not recorded: still leased, sent again once the lease expires (then skipped, the client
+    // being gone).
+    assert_eq!(row(3).await.0, "sending");
+    let r4 = row(4).await;
+    assert_eq!(
+        (r4.0.as_str(), r4.4.as_deref()),
+        ("sending", Some("owner-a"))
+    );
+
+    // The side effects of the written outcomes, and only theirs.
+    let contacted: Vec<i64> = sqlx::query_scalar(
+        "select client_id from contacts where last_contacted_at is not null order by client_id",
+    )
+    .fetch_all(app.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(contacted, [clients[0]]);
+    let items: Vec<(i64, String, String)> = sqlx::query_as(
+        "select client_id, kind, text from timeline_items where kind like 'campaign_%' order by client_id",
+    )
+    .fetch_all(app.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        items,
+        [
+            (
+                clients[0],
+                "campaign_message".into(),
+                "E-mail sent: Oferta".into()
+            ),
+            (
+                clients[2],
+                "campaign_failed".into(),
+                "E-mail not delivered: 554 rejected".into()
+            ),
+        ]
+    );
+    let counted: Vec<i64> = sqlx::query_scalar("select recipient_id from frequency_sends")
+        .fetch_all(app.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(counted, [claimed[0].id]);
+}
+
+#[tokio::test]
 async fn outside_business_hours_recipients_wait_queued() {
     let sink = Sink::start(&[]);
     let (mut config, dir) = test_config().await;

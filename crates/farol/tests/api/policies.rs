@@ -321,6 +321,96 @@ async fn the_cli_imports_a_suppression_file() {
 }
 
 #[tokio::test]
+async fn one_coalesced_send_time_check_answers_each_recipient_with_its_own_verdict() {
+    use farol::campaign::checker::{Check, check_many};
+    use farol::campaign::templates::Channel;
+    let app = spawn_app().await;
+    let token = app.admin().await;
+    let id = |v: Value| v["id"].as_i64().unwrap();
+    let fine = id(client_with_email(&app, &token, "Fine", "fine@example.com").await);
+    let opted = id(client_with_email(&app, &token, "Opted", "opted@example.com").await);
+    let complained = id(client_with_email(&app, &token, "Compl", "compl@example.com").await);
+    let excluded = id(app
+        .client(
+            &token,
+            json!({"name": "Excl", "cpf_cnpj": CPF, "contacts": [{"kind": "email", "value": "excl@example.com"}]}),
+        )
+        .await);
+    let phone = id(app
+        .client(
+            &token,
+            json!({"name": "Zap", "contacts": [{"kind": "phone", "value": "+55 11 98765-4321"}]}),
+        )
+        .await);
+    let pushed = id(client_with_email(&app, &token, "Hook", "hook@example.com").await);
+    for body in [
+        json!({"email": "compl@example.com", "kind": "complaint"}),
+        json!({"cpf_cnpj": CPF, "kind": "self_exclusion"}),
+        json!({"client_id": pushed, "kind": "do_not_contact", "channel": "email"}),
+    ] {
+        let res = app.post("/api/v1/suppressions", &token, body).await;
+        assert_eq!(res.status, StatusCode::CREATED, "{:?}", res.body);
+    }
+    sqlx::query("update contacts set opted_out = 1 where client_id = $1")
+        .bind(opted)
+        .execute(app.db.pool())
+        .await
+        .unwrap();
+    let inbound = farol::db::now_ms() - 60_000;
+    sqlx::query("update contacts set last_inbound_at = $1 where client_id = $2")
+        .bind(inbound)
+        .bind(phone)
+        .execute(app.db.pool())
+        .await
+        .unwrap();
+    let account: i64 = sqlx::query_scalar("select account_id from clients where id = $1")
+        .bind(fine)
+        .fetch_one(app.db.pool())
+        .await
+        .unwrap();
+    let check = |client_id: i64, channel: Channel, address: &str| Check {
+        account_id: account,
+        channel,
+        client_id,
+        address: address.into(),
+    };
+    let checks = [
+        check(fine, Channel::Email, "fine@example.com"),
+        check(opted, Channel::Email, "opted@example.com"),
+        check(complained, Channel::Email, "compl@example.com"),
+        check(excluded, Channel::Email, "excl@example.com"),
+        // The address is no longer one of the client's contacts.
+        check(fine, Channel::Email, "old@example.com"),
+        check(phone, Channel::Whatsapp, "+5511987654321"),
+        // Webhook recipients are the client: an e-mail-only entry does not stop them.
+        check(pushed, Channel::Webhook, ""),
+        check(pushed, Channel::Email, "hook@example.com"),
+        // The same recipient twice in one query gets the same answer twice.
+        check(complained, Channel::Email, "compl@example.com"),
+    ];
+    let refs: Vec<&Check> = checks.iter().collect();
+    let mut conn = app.db.pool().acquire().await.unwrap();
+    let verdicts = check_many(&mut conn, app.db.backend(), &refs)
+        .await
+        .unwrap();
+    let no = |reason: &str| Err(reason.to_owned());
+    assert_eq!(
+        verdicts,
+        [
+            Ok(None),
+            no("opted_out"),
+            no("suppressed:complaint"),
+            no("suppressed:self_exclusion"),
+            no("no_address"),
+            Ok(Some(inbound)),
+            Ok(None),
+            no("suppressed:do_not_contact"),
+            no("suppressed:complaint"),
+        ]
+    );
+}
+
+#[tokio::test]
 async fn suppressed_clients_get_nothing_whatever_the_audience_says() {
     let sink = Sink::start(&[]);
     let app = app_with_sink(&sink).await;
