@@ -359,7 +359,7 @@ impl Default for CampaignConfig {
         Self {
             workers: 1,
             batch: 50,
-            concurrency: 8,
+            concurrency: 16,
             lease_secs: 60,
             poll_ms: 500,
             retry_base_ms: 1000,

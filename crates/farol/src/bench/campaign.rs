@@ -42,8 +42,8 @@ pub struct CampaignBenchArgs {
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
     /// Sends in flight per worker (`campaign.concurrency`); the SMTP pool (and the baseline)
-    /// gets workers × concurrency connections.
-    #[arg(long, default_value_t = 8)]
+    /// gets workers × concurrency connections. Defaults to the configuration's default.
+    #[arg(long, default_value_t = crate::config::CampaignConfig::default().concurrency)]
     pub concurrency: usize,
     /// Recipients per claim (`campaign.batch`).
     #[arg(long, default_value_t = 200)]

@@ -7,15 +7,18 @@ use serde_json::{Value, json};
 
 use crate::campaigns::{campaign, launch, results, wait_status};
 use crate::smartico_campaigns::{
-    Smartico, action_template, clients_with_ids, quick_app, quick_app_with, smartico_account,
+    Smartico, action_template, clients_with_ids, quick_app, quick_app_sending, smartico_account,
 };
 
 #[tokio::test]
 async fn two_campaigns_on_one_account_share_the_accounts_rate() {
     let fake = Smartico::default();
     let base = fake.start().await;
-    // Two workers: with RabbitMQ, two messages (one per campaign) in flight at once.
-    let (app, _) = quick_app_with(2).await;
+    // Two workers: with RabbitMQ, two messages (one per campaign) in flight at once. Four
+    // sends in flight per worker, fewer than either campaign's recipients: otherwise the
+    // first campaign launched could queue for all of the account's next slots before the
+    // second one starts, and the two would take turns instead of sharing.
+    let (app, _) = quick_app_sending(2, 4).await;
     let token = app.admin().await;
     let rate = 10.0;
     smartico_account(&app, &token, &base, json!({"rate": {"per_second": rate}})).await;

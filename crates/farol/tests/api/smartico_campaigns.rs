@@ -154,9 +154,22 @@ pub(crate) async fn quick_app() -> (TestApp, farol::config::Config) {
 
 /// [`quick_app`] with `workers` send workers (0: API only).
 pub(crate) async fn quick_app_with(workers: usize) -> (TestApp, farol::config::Config) {
+    quick_app_sending(
+        workers,
+        farol::config::CampaignConfig::default().concurrency,
+    )
+    .await
+}
+
+/// [`quick_app_with`] with `concurrency` sends in flight per worker.
+pub(crate) async fn quick_app_sending(
+    workers: usize,
+    concurrency: usize,
+) -> (TestApp, farol::config::Config) {
     let (mut config, dir) = test_config().await;
     crate::campaigns::with_queue(&mut config);
     config.campaign.workers = workers;
+    config.campaign.concurrency = concurrency;
     config.campaign.poll_ms = 50;
     config.campaign.retry_base_ms = 50;
     config.campaign.retry_cap_ms = 200;
