@@ -92,29 +92,9 @@ pub async fn reserve(
     Ok(Reservation::Reserved)
 }
 
-/// Counts a send towards every cap (campaigns without a cap reserve nothing beforehand, but
-/// their messages count for the others), in the transaction recording it.
-pub async fn count_sent(
-    tx: &mut crate::db::Tx,
-    account_id: i64,
-    client_id: i64,
-    recipient_id: i64,
-    now: i64,
-) -> DbResult<()> {
-    sqlx::query(
-        "insert into frequency_sends (recipient_id, account_id, client_id, at) values ($1, $2, $3, $4) \
-         on conflict do nothing",
-    )
-    .bind(recipient_id)
-    .bind(account_id)
-    .bind(client_id)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// [`count_sent`] for many sends — (account, client, recipient) — with one statement.
+/// Counts sends — (account, client, recipient) — towards every cap, in the transaction
+/// recording them, with one statement (campaigns without a cap reserve nothing beforehand,
+/// but their messages count for the others).
 pub async fn count_sent_many(
     tx: &mut crate::db::Tx,
     backend: Backend,
